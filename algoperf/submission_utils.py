@@ -50,6 +50,23 @@ def warmup_cosine_schedule(peak_lr: float, step_hint: int,
   return optax.join_schedules([warmup, cosine], boundaries=[warmup_steps])
 
 
+def schedule_steps(workload: spec.Workload,
+                   hyperparameters: Optional[spec.Hyperparameters]) -> int:
+  """The learning-rate schedule's length: ``step_hint_factor * workload.step_hint``.
+
+  ``step_hint_factor`` is an optional hyperparameter (default 1). Methods that
+  converge more slowly per step (SGD, LAMB) can stretch their schedule over
+  more of the budget than the step hint, which the rules allow: the hint is
+  only the number of steps the baseline needed.
+  """
+  factor = getattr(hyperparameters, 'step_hint_factor', 1.0)
+  if factor is None:
+    factor = 1.0
+  if factor <= 0:
+    raise ValueError(f'step_hint_factor must be positive, got {factor}.')
+  return max(int(factor * workload.step_hint), 1)
+
+
 def warmup_constant_schedule(peak_lr: float, step_hint: int,
                              warmup_factor: float) -> optax.Schedule:
   """Linear warmup from 0 for ``warmup_factor * step_hint`` steps, then constant ``peak_lr``.

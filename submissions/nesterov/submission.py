@@ -26,7 +26,8 @@ def init_optimizer_state(workload: spec.Workload,
                          rng: spec.RandomState) -> spec.OptimizerState:
   del model_params, model_state, rng
   schedule = su.warmup_cosine_schedule(
-      hyperparameters.learning_rate, workload.step_hint,
+      hyperparameters.learning_rate,
+      su.schedule_steps(workload, hyperparameters),
       hyperparameters.warmup_factor)
   # L2 weight decay added to the gradient before the momentum update, as in
   # the AlgoPerf archived momentum/Nesterov baselines.
