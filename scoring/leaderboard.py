@@ -91,7 +91,8 @@ def score_logs(
   if time_column not in TIME_COLUMNS:
     raise ValueError(f'time_column must be one of {TIME_COLUMNS}, got {time_column!r}.')
   root = Path(root)
-  if not root.is_dir():
+  # A folder on disk, or one inside a log extract (scoring/extract.py).
+  if not loading.is_log_folder(root):
     raise FileNotFoundError(f'No such folder of logs: {root}.')
   scored = list(version.base_workloads) + list(version.held_out_workloads)
   result = loading.load_logs(root, version, workloads=set(scored),

@@ -39,6 +39,11 @@ The real v0.5 competition logs load with no warnings.
 No pandas or numpy: the whole ``algoperf score`` run, interpreter start-up
 included, has to stay well under a few seconds, and the ``csv`` module or plain
 ``str.split`` on two columns is all this needs.
+
+``root`` may also be a folder inside a log extract (``scoring/extract.py``),
+e.g. ``scoring/data/competition_v0.5.json.xz/self_tuning``: the same walk and
+the same CSV parser run over the extract's in-memory tree, so both sources give
+the same ``TrialLog`` values.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from typing import (Dict, Iterable, Iterator, List, Optional, Sequence,
                     Set, Tuple)
 
 from algoperf.benchmarks import BenchmarkVersion
+from scoring import extract as extract_lib
 
 EVAL_CSV = 'eval_measurements.csv'
 FRAMEWORKS = ('jax', 'pytorch')
@@ -154,9 +160,10 @@ def load_logs(
       w: 'validation/' + version.workload(w).target_metric_name for w in wanted
   }
   warnings: List[str] = []
+  tree = _open_tree(root)
   tasks, submissions, skipped = _scan(root, version, metric_columns,
-                                      time_column, warnings)
-  results = _read_all(tasks)
+                                      time_column, warnings, tree)
+  results = _read_all(tasks, tree)
   trials = []
   for trial, warning in results:
     if warning is not None:
@@ -215,6 +222,66 @@ def _count(n: int, one: str, many: str) -> str:
   return f'{n} {one if n == 1 else many}'
 
 
+# --- Sources: a folder on disk, or a folder inside a log extract -------------
+
+
+class _Tree:
+  """Folders on disk: what the walk lists and the reader reads."""
+
+  def listdir(self, path: str | Path, warnings: List[str]) -> List[os.DirEntry]:
+    return _listdir(path, warnings)
+
+  def read_columns(self, path: str, time_column: str,
+                   metric_column: str) -> _Columns:
+    return read_eval_columns(path, time_column, metric_column)
+
+
+class _ExtractTree(_Tree):
+  """The same walk over an extract's in-memory tree (``scoring/extract.py``)."""
+
+  def __init__(self, extract: extract_lib.Extract):
+    self._extract = extract
+
+  def listdir(self, path: str | Path, warnings: List[str]) -> list:
+    entries = self._extract.scandir(path)
+    if entries is None:
+      warnings.append(f'{path}: no such folder in the log extract; its logs '
+                      'are left out.')
+      return []
+    return [e for e in entries if not e.name.startswith('.')]
+
+  def read_columns(self, path: str, time_column: str,
+                   metric_column: str) -> _Columns:
+    text = self._extract.read_text(path)
+    if text is None:
+      return (), (), f'{os.path.dirname(path)}: no {EVAL_CSV}', None
+    times, values, problem, note = parse_eval_csv(text, time_column,
+                                                  metric_column)
+    return (times, values, None if problem is None else f'{path}: {problem}',
+            None if note is None else f'{path}: {note}')
+
+
+def _open_tree(root: Path) -> _Tree:
+  """The source ``root`` lives in; raises ``extract.ExtractError`` on a bad extract."""
+  located = extract_lib.locate(root)
+  if located is None:
+    return _Tree()
+  return _ExtractTree(extract_lib.read(located[0]))
+
+
+def is_log_folder(root: str | Path) -> bool:
+  """Whether ``root`` is a folder on disk or a folder inside a log extract.
+
+  Raises:
+    extract.ExtractError: ``root`` is inside an extract that cannot be read.
+  """
+  root = Path(root)
+  located = extract_lib.locate(root)
+  if located is None:
+    return root.is_dir()
+  return extract_lib.read(located[0]).scandir(root) is not None
+
+
 
 # --- Walking the tree -------------------------------------------------------
 
@@ -248,13 +315,13 @@ def _numbered(entries: Sequence[os.DirEntry], pattern: re.Pattern,
 
 
 def _scan(root: Path, version: BenchmarkVersion, metric_columns: Dict[str, str],
-          time_column: str, warnings: List[str],
+          time_column: str, warnings: List[str], tree: _Tree,
           ) -> Tuple[List[_Task], List[str], int]:
   """Finds the trial folders to read; warns about folders that do not fit."""
   tasks: List[_Task] = []
   submissions: List[str] = []
   skipped = 0
-  for sub in _listdir(root, warnings):
+  for sub in tree.listdir(root, warnings):
     # Files beside the submission folders (README, MANIFEST, outputs) are
     # expected in a logs folder; only folders are submissions.
     if not _is_dir(sub):
@@ -264,7 +331,7 @@ def _scan(root: Path, version: BenchmarkVersion, metric_columns: Dict[str, str],
           f'{sub.path}: a study folder where a submission folder is expected '
           '(is the logs folder one level too deep?); left out.')
       continue
-    entries = _listdir(sub.path, warnings)
+    entries = tree.listdir(sub.path, warnings)
     if not any(_is_dir(e) and _STUDY_RE.match(e.name) for e in entries):
       # One line instead of one per child: usually root is a level too high.
       warnings.append(f'{sub.path}: no study_<n> folders; not a submission '
@@ -279,7 +346,7 @@ def _scan(root: Path, version: BenchmarkVersion, metric_columns: Dict[str, str],
       if not _STUDY_RE.match(study.name):
         warnings.append(f'{study.path}: not a study_<n> folder; left out.')
         continue
-      for wdir in _listdir(study.path, warnings):
+      for wdir in tree.listdir(study.path, warnings):
         if not _is_dir(wdir):
           warnings.append(f'{wdir.path}: unexpected file in a study folder '
                           '(expected <workload>_<jax|pytorch> folders); ignored.')
@@ -297,7 +364,7 @@ def _scan(root: Path, version: BenchmarkVersion, metric_columns: Dict[str, str],
             warnings.append(f'{wdir.path}: {workload!r} is not a workload of '
                             f'benchmark {version.name}; left out.')
           continue
-        for trial, number in _numbered(_listdir(wdir.path, warnings),
+        for trial, number in _numbered(tree.listdir(wdir.path, warnings),
                                        _TRIAL_RE):
           if not _is_dir(trial):
             continue  # the reference's per-run .log files live here
@@ -340,10 +407,10 @@ def _warn_mixed_frameworks(trials: List[TrialLog], warnings: List[str]) -> None:
 _Columns = Tuple[Tuple[float, ...], Tuple[float, ...], Optional[str], Optional[str]]
 
 
-def _read_all(tasks: List[_Task]
+def _read_all(tasks: List[_Task], tree: _Tree,
               ) -> List[Tuple[Optional[TrialLog], Optional[str]]]:
   """Reads every task's CSV; results in task order."""
-  columns = [read_eval_columns(t.path, t.time_column, t.metric_column)
+  columns = [tree.read_columns(t.path, t.time_column, t.metric_column)
              for t in tasks]
   results: List[Tuple[Optional[TrialLog], Optional[str]]] = []
   for task, (times, values, problem, note) in zip(tasks, columns):

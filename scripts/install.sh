@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+# ALGOPERF_JAX_EXTRA=cuda12 (the GPU Docker image) adds jax[cuda12]: the same jax
+# version with NVIDIA's CUDA/cuDNN wheels. Unset (CI, laptops): CPU-only jax.
+JAX_EXTRA=${ALGOPERF_JAX_EXTRA:-}
 
 # Real Fashion-MNIST from Debian (offline). Skipped where apt is unavailable or
 # we are not root; the fashion_mnist workload then says how to get the files.
@@ -22,7 +25,9 @@ if [ ! -x .venv/bin/python ]; then
   echo "[install] creating .venv"
   "$PYTHON" -m venv .venv
 fi
-stamp=.venv/.installed-$(cat pyproject.toml | sha1sum | cut -c1-12)
+stamp_id=$(cat pyproject.toml | sha1sum | cut -c1-12)
+[ -z "$JAX_EXTRA" ] || stamp_id="$stamp_id-jax-$JAX_EXTRA"
+stamp=.venv/.installed-$stamp_id
 if [ ! -e "$stamp" ]; then
   echo "[install] pip install -e .[dev] (first time: a minute or two)"
   # pip's output goes to a log (it is long); shown only when the install fails.
@@ -31,6 +36,15 @@ if [ ! -e "$stamp" ]; then
     tail -n 40 "$log"
     echo "[install] pip install failed; full log: $log" >&2
     exit 1
+  fi
+  if [ -n "$JAX_EXTRA" ]; then
+    jax_version=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("jax"))')
+    echo "[install] pip install jax[$JAX_EXTRA]==$jax_version"
+    if ! .venv/bin/python -m pip install "jax[$JAX_EXTRA]==$jax_version" >>"$log" 2>&1; then
+      tail -n 40 "$log"
+      echo "[install] pip install jax[$JAX_EXTRA] failed; full log: $log" >&2
+      exit 1
+    fi
   fi
   rm -f .venv/.installed-*
   touch "$stamp"

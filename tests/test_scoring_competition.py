@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from algoperf import benchmarks, cli
+from scoring import published
 from scoring.leaderboard import score_logs
 
 COMPETITION = Path(__file__).resolve().parents[2] / 'shared' / 'competition'
@@ -14,20 +15,8 @@ needs_logs = pytest.mark.skipif(
     not (COMPETITION / 'external_tuning').is_dir(),
     reason=f'the competition logs are not at {COMPETITION} (shared/ beside the checkout)')
 
-# BENCHMARK.md section 6 (published v0.5 leaderboard).
-PUBLISHED = {
-    'external': {
-        'shampoo_submission': 0.7784, 'schedule_free_adamw': 0.7077,
-        'generalized_adam': 0.6383, 'cyclic_lr': 0.6301, 'nadamp': 0.5909,
-        'baseline': 0.5707, 'amos': 0.4918, 'caspr_adaptive': 0.4722,
-        'lawa_queue': 0.3699, 'lawa_ema': 0.3384, 'schedule_free_prodigy': 0.0,
-    },
-    'self': {
-        'schedule_free_adamw': 0.8542, 'baseline': 0.8194,
-        'nadamw_sequential': 0.3308, 'sinv6_75': 0.1420, 'sinv6': 0.0903,
-        'adamg': 0.0,
-    },
-}
+# The published v0.5 leaderboard (BENCHMARK.md section 6), kept as data.
+PUBLISHED = published.load('v0.5').scores
 
 
 @needs_logs
