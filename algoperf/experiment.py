@@ -15,7 +15,7 @@ import os
 import shutil
 import struct
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from algoperf import benchmarks, recorder, tuning
 from algoperf.errors import ConfigError
@@ -49,6 +49,10 @@ class RunOptions:
   tuning_seed: int = 0
   synthetic_data: bool = False
   progress: bool = True
+  # Persistent XLA cache in <experiment_dir>/.jax_cache (algoperf/startup.py).
+  compilation_cache: bool = True
+  save_checkpoints: bool = True
+  num_checkpoints_to_keep: int = 2  # checkpoints.DEFAULT_NUM_TO_KEEP (not imported: JAX)
 
 
 @dataclasses.dataclass
@@ -93,12 +97,43 @@ def _archive_partial_attempt(trial_dir: Path, attempt: int) -> None:
     shutil.move(str(trial_dir / name), str(target / name))
 
 
+def _open_checkpoints(trial_dir: Path, options: RunOptions,
+                      preemption_count: int) -> Tuple[Any, Any]:
+  """The trial's checkpointer and the checkpoint to resume from.
+
+  Returns ``(checkpointer or None, checkpoints.CheckpointInfo or None)``. A
+  resumed trial (``preemption_count > 0``) continues from its latest good
+  checkpoint, even with ``--nosave_checkpoints``; its logs are cut back to the
+  rows they held at that checkpoint (the full files go to ``attempt_<n>/``).
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from algoperf import checkpoints  # pylint: disable=import-outside-toplevel
+
+  directory = trial_dir / checkpoints.CHECKPOINTS_DIR
+  if not options.save_checkpoints and not (preemption_count and directory.exists()):
+    return None, None
+  if jax.process_count() > 1:
+    # Every process would have to take part in each save and restore, but only
+    # process 0 knows the trial folder.
+    logging.warning('Checkpoints are not supported on multi-host runs yet; '
+                    'trials run without them.')
+    return None, None
+  checkpointer = checkpoints.TrialCheckpointer(
+      directory, options.num_checkpoints_to_keep, save=options.save_checkpoints)
+  info = checkpointer.latest() if preemption_count else None
+  if info is not None:
+    checkpoints.rewind_logs(trial_dir, info.log_rows,
+                            trial_dir / f'attempt_{preemption_count - 1}')
+  return checkpointer, info
+
+
 def run(options: RunOptions, flag_values: Dict[str, Any]) -> List[TrialOutcome]:
   """Runs every selected trial of ``options``; returns their summaries."""
   import jax  # pylint: disable=import-outside-toplevel
 
   import workloads  # pylint: disable=import-outside-toplevel
-  from algoperf import progress, runner, system_info  # pylint: disable=import-outside-toplevel
+  from algoperf import distributed, progress, runner, startup, system_info  # pylint: disable=import-outside-toplevel
 
   if options.framework != 'jax':
     raise SubmissionError(f'Only --framework=jax is supported, got {options.framework!r}.')
@@ -143,16 +178,23 @@ def run(options: RunOptions, flag_values: Dict[str, Any]) -> List[TrialOutcome]:
   experiment_name = options.experiment_name or _next_study_name(
       options.experiment_dir, submission.name, options.workload,
       options.framework)
-  is_writer = jax.process_index() == 0
-  log_dir = recorder.get_log_dir(
-      options.experiment_dir, experiment_name, options.workload,
-      options.framework, overwrite=options.overwrite,
-      resume_last_run=options.resume_last_run) if is_writer else None
+  # Only process 0 writes logs; the others get None and write nothing. If it
+  # fails (an existing run), every process stops instead of hanging.
+  log_dir = distributed.on_primary(
+      recorder.get_log_dir, options.experiment_dir, experiment_name,
+      options.workload, options.framework, overwrite=options.overwrite,
+      resume_last_run=options.resume_last_run)
 
   outcomes = []
   for trial_index, hyperparameters in trials:
     trial_dir = recorder.trial_dir(log_dir, trial_index) if log_dir else None
     preemption_count = 0
+    checkpointer = resume = None
+    # Every process must skip the same trials, but only process 0 sees the logs.
+    finished = distributed.agree(
+        trial_dir is not None and (trial_dir / TRIAL_SUMMARY_FILE).exists())
+    if finished and trial_dir is None:
+      continue  # Process 0 reports the finished trial just below.
     if trial_dir is not None:
       done = trial_dir / TRIAL_SUMMARY_FILE
       if done.exists():
@@ -161,11 +203,19 @@ def run(options: RunOptions, flag_values: Dict[str, Any]) -> List[TrialOutcome]:
                                      json.loads(done.read_text())))
         continue
       preemption_count = _preemption_count(trial_dir)
-      if preemption_count:
+      checkpointer, resume = _open_checkpoints(trial_dir, options, preemption_count)
+      if preemption_count and resume is None:
         # No checkpoint to resume from: the trial restarts from step 0.
         _archive_partial_attempt(trial_dir, preemption_count - 1)
       hyperparameters = recorder.write_hparams(hyperparameters, trial_dir)
     seed = options.rng_seed if options.rng_seed is not None else _fresh_seed()
+    if resume is not None:
+      # A resumed trial keeps its seed (a mismatching --rng_seed is an error).
+      seed = options.rng_seed if options.rng_seed is not None else resume.rng_seed
+      print(f'trial_{trial_index}: resuming from the checkpoint at step '
+            f'{resume.step} ({resume.submission_time:.2f} s of submission '
+            f'time), preemption {preemption_count}.')
+    seed = distributed.agree(seed)  # A fresh seed differs between processes.
     config = runner.TrialConfig(
         global_batch_size=batch_size,
         hyperparameters=hyperparameters,
@@ -175,6 +225,7 @@ def run(options: RunOptions, flag_values: Dict[str, Any]) -> List[TrialOutcome]:
         eval_batch_size=eval_batch_size,
         max_global_steps=options.max_global_steps,
         preemption_count=preemption_count,
+        resume_from_step=resume.step if resume is not None else None,
     )
     logger = None
     if trial_dir is not None:
@@ -200,13 +251,23 @@ def run(options: RunOptions, flag_values: Dict[str, Any]) -> List[TrialOutcome]:
           f'({len(outcomes) + 1}/{len(trials)}), seed {seed}, batch size '
           f'{batch_size}, hyperparameters '
           f'{dict(hyperparameters._asdict()) if hyperparameters else None}')
-    listener = progress.ProgressPrinter(label=f'trial_{trial_index} ',
-                                        live=options.progress)
-    result = runner.train_once(workload, submission, config, logger=logger,
-                               listener=listener)
+    # Other processes print only the end-of-trial summary.
+    listener = startup.FirstStepTimer(progress.ProgressPrinter(
+        label=f'trial_{trial_index} ',
+        live=options.progress and distributed.is_primary()),
+        label=f'trial_{trial_index}: ')
+    try:
+      with startup.compilation_cache(options.experiment_dir,
+                                     options.compilation_cache):
+        result = runner.train_once(workload, submission, config, logger=logger,
+                                   listener=listener, checkpointer=checkpointer)
+    finally:
+      if checkpointer is not None:
+        checkpointer.close()
     summary = result.summary()
     summary.update(trial_index=trial_index, rng_seed=seed,
-                   workload=options.workload, budget_sec=budget)
+                   workload=options.workload, budget_sec=budget,
+                   first_step_sec=listener.seconds)
     if trial_dir is not None:
       recorder.write_json(trial_dir / TRIAL_SUMMARY_FILE, summary)
       logging.info('Logs in %s', trial_dir)

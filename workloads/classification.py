@@ -405,7 +405,9 @@ class ClassificationWorkload(spec.Workload):
     every epoch, incomplete final batches dropped. Other splits: in order, the
     final batch padded with weight-0 examples, once (or forever with
     ``repeat_final_dataset``). ``data_dir``, if given, overrides the one the
-    workload was built with (before the data is first loaded).
+    workload was built with (before the data is first loaded). On a
+    multi-host run every process gets the same global batches but reads only
+    the rows its own devices hold.
     """
     del cache  # Everything is in memory already.
     if data_dir is not None and self._splits is None:
@@ -417,13 +419,15 @@ class ClassificationWorkload(spec.Workload):
           f'global_batch_size {global_batch_size} must be a positive multiple '
           f'of the number of devices ({num_devices}).')
     inputs, labels = self._split_arrays(split)
+    # Each process reads only the rows its own devices hold.
+    positions = _local_positions(global_batch_size)
     if split == 'train':
       batches = _shuffled_batches(inputs, labels, global_batch_size,
-                                  _seed_from_rng(data_rng))
+                                  _seed_from_rng(data_rng), positions)
     else:
       batches = _padded_batches(inputs, labels, global_batch_size,
-                                repeat=bool(repeat_final_dataset))
-    return _placed(batches, num_batches)
+                                bool(repeat_final_dataset), positions)
+    return _placed(batches, global_batch_size, num_batches)
 
   # --- evaluation ---------------------------------------------------------------
 
@@ -479,7 +483,9 @@ class ClassificationWorkload(spec.Workload):
     inputs, labels = inputs[:num_examples], labels[:num_examples]
     step = self._get_jitted_eval_step()
     totals = None
-    for batch in _placed(_padded_batches(inputs, labels, batch_size, False)):
+    positions = _local_positions(batch_size)
+    batches = _padded_batches(inputs, labels, batch_size, False, positions)
+    for batch in _placed(batches, batch_size):
       sums = step(params, model_state, batch)
       # Summing on the device keeps dispatch asynchronous until the end.
       totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
@@ -498,43 +504,81 @@ def _to_dict(tree: Any) -> Any:
   return tree
 
 
+def _local_positions(global_batch_size: int) -> np.ndarray:
+  """Rows of a global batch held by this process's devices, ascending.
+
+  Every process reads only these rows of each batch (``inputs[idx]`` for its
+  part of ``idx``); ``jax.make_array_from_process_local_data`` then maps them
+  to the devices in the same ascending order. One process: all rows.
+  """
+  if jax.process_count() == 1:
+    return np.arange(global_batch_size)
+  sharding = jax_sharding_utils.get_batch_dim_sharding()
+  index_map = sharding.addressable_devices_indices_map((global_batch_size,))
+  ranges = sorted({index[0].indices(global_batch_size)[:2]
+                   for index in index_map.values()})
+  return np.concatenate([np.arange(lo, hi) for lo, hi in ranges])
+
+
 def _shuffled_batches(inputs: np.ndarray, labels: np.ndarray, batch_size: int,
-                      seed: np.random.SeedSequence) -> Iterator[Dict[str, Any]]:
+                      seed: np.random.SeedSequence,
+                      positions: np.ndarray) -> Iterator[Dict[str, Any]]:
+  """This process's rows of each shuffled global batch of ``batch_size``.
+
+  Every process draws the same permutation (same seed), so the processes'
+  rows together form the batch a single process would have read.
+  """
   num = len(inputs)
   steps_per_epoch = num // batch_size
   if steps_per_epoch == 0:
     raise ValueError(
         f'global_batch_size {batch_size} exceeds the {num} training examples.')
   generator = np.random.default_rng(seed)
-  weights = np.ones((batch_size,), np.float32)
+  weights = np.ones((len(positions),), np.float32)
   while True:
     order = generator.permutation(num)
     for i in range(steps_per_epoch):
-      idx = order[i * batch_size:(i + 1) * batch_size]
+      idx = order[i * batch_size:(i + 1) * batch_size][positions]
       yield {'inputs': inputs[idx], 'targets': labels[idx], 'weights': weights}
 
 
 def _padded_batches(inputs: np.ndarray, labels: np.ndarray, batch_size: int,
-                    repeat: bool) -> Iterator[Dict[str, Any]]:
+                    repeat: bool,
+                    positions: np.ndarray) -> Iterator[Dict[str, Any]]:
+  """This process's rows of each in-order global batch, zero-padded past the end.
+
+  Padding sits at the end of the last global batch, so each process's real
+  rows are a prefix of its local rows.
+  """
   num = len(inputs)
+  local_size = len(positions)
   while True:
     for start in range(0, num, batch_size):
-      x = inputs[start:start + batch_size]
-      y = labels[start:start + batch_size]
-      n = len(x)
-      weights = np.zeros((batch_size,), np.float32)
+      idx = start + positions
+      idx = idx[idx < num]
+      n = len(idx)
+      x, y = inputs[idx], labels[idx]
+      weights = np.zeros((local_size,), np.float32)
       weights[:n] = 1.0
-      if n < batch_size:
-        x = np.concatenate([x, np.zeros((batch_size - n, *x.shape[1:]), x.dtype)])
-        y = np.concatenate([y, np.zeros((batch_size - n,), y.dtype)])
+      if n < local_size:
+        x = np.concatenate(
+            [x, np.zeros((local_size - n, *x.shape[1:]), x.dtype)])
+        y = np.concatenate([y, np.zeros((local_size - n,), y.dtype)])
       yield {'inputs': x, 'targets': y, 'weights': weights}
     if not repeat:
       return
 
 
-def _placed(batches: Iterator[Dict[str, Any]],
+def _placed(batches: Iterator[Dict[str, Any]], global_batch_size: int,
             num_batches: Optional[int] = None) -> Iterator[Dict[str, Any]]:
+  """Global arrays, split along the batch axis, from each process's rows."""
+  sharding = jax_sharding_utils.get_batch_dim_sharding()
+
+  def place(local: np.ndarray) -> jax.Array:
+    return jax.make_array_from_process_local_data(
+        sharding, local, (global_batch_size, *local.shape[1:]))
+
   for i, batch in enumerate(batches):
     if num_batches is not None and i >= num_batches:
       return
-    yield jax_sharding_utils.shard_along_batch_dim(batch)
+    yield jax.tree.map(place, batch)
