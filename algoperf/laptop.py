@@ -6,7 +6,7 @@ target-setting runs) with fewer studies and trials, run for the reference
 submissions:
 
 * ``full``: NadamW, AdamW, momentum and Schedule-Free AdamW on both workloads,
-  2 studies x 2 trials each (64 runs, at most ~38 min on a 2-core CPU).
+  2 studies x 2 trials each (32 runs, at most ~38 min on a 2-core CPU).
 * ``quick``: the same four on mnist1d only, 1 study x 2 trials (8 runs, ~2
   min): a real score and profile plot for demos and CI.
 

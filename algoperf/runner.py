@@ -12,6 +12,7 @@ and nothing is recorded once the budget is spent.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 import types
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -81,14 +82,40 @@ class Listener:
     pass
 
 
-@jax.jit
-def _step_keys(rng: jax.Array, global_step: int) -> Tuple[jax.Array, ...]:
-  """The step's (select, update, prepare-for-eval, eval) keys, in one dispatch.
+_KEYS_PER_BLOCK = 64
 
-  The same values as ``split(fold_in(rng, global_step), 4)`` on the host,
-  which costs six dispatches (fold_in, split, four slices), ~0.3 ms a step.
+
+@functools.partial(jax.jit, static_argnums=2)
+def _key_block(rng: jax.Array, first_step: int,
+               num_steps: int) -> Tuple[jax.Array, ...]:
+  """``split(fold_in(rng, s), 4)`` for ``num_steps`` steps from ``first_step``, flat."""
+  steps = first_step + jax.numpy.arange(num_steps)
+  keys = jax.vmap(
+      lambda step: jax.random.split(jax.random.fold_in(rng, step), 4))(steps)
+  return tuple(keys[i, j] for i in range(num_steps) for j in range(4))
+
+
+class _StepKeys:
+  """Each step's (select, update, prepare-for-eval, eval) keys.
+
+  The values of ``split(fold_in(rng, global_step), 4)``, computed for 64 steps
+  in one jitted call and handed out as separate arrays: deriving them per step
+  costs a dispatch and a device round trip (6 dispatches done eagerly), about
+  0.15 ms of every step on a CPU, which the device spends idle; per block
+  it is ~7 us a step.
   """
-  return tuple(jax.random.split(jax.random.fold_in(rng, global_step), 4))
+
+  def __init__(self, rng: jax.Array):
+    self._rng = rng
+    self._first = 0
+    self._keys: Tuple[jax.Array, ...] = ()
+
+  def __call__(self, global_step: int) -> Tuple[jax.Array, ...]:
+    offset = global_step - self._first
+    if not self._keys or not 0 <= offset < _KEYS_PER_BLOCK:
+      self._first, offset = global_step, 0
+      self._keys = _key_block(self._rng, global_step, _KEYS_PER_BLOCK)
+    return self._keys[4 * offset:4 * offset + 4]
 
 
 def _replicate_unplaced(tree: Any) -> Any:
@@ -265,6 +292,7 @@ def train_once(
   # Once per trial: inspecting the signature every step costs ~10 us.
   train_state_kwarg = ({'train_state': read_only_train_state}
                        if submission.needs_train_state else {})
+  step_key_blocks = _StepKeys(rng)
   eval_results: List[Tuple[int, EvalResult]] = []
   eval_batch_size = config.eval_batch_size or workload.eval_batch_size
   clock = SubmissionClock(now=now)
@@ -302,7 +330,7 @@ def train_once(
 
   try:
     while not stop_reason:
-      step_keys = _step_keys(rng, global_step)
+      step_keys = step_key_blocks(global_step)
       select_rng, update_rng, prep_rng, eval_rng = step_keys
       clock.resume(pending=step_keys)
       batch = submission.data_selection(
