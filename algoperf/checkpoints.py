@@ -27,6 +27,10 @@ renamed into place once complete, and unfinished folders are never listed
 (and are deleted when a manager opens the folder). So a process killed while
 writing leaves the previous checkpoints as the latest good ones.
 
+Multi-host runs: every process builds its ``TrialCheckpointer`` on the same
+folder and takes part in every save and restore (orbax writes each process's
+shards and commits on process 0); the folder must be on a shared file system.
+
 Input pipeline: the runner wraps the train queue in a ``CountingIterator``;
 on resume it rebuilds the queue from the same data key and discards the
 batches the submission had consumed (a deterministic replay, off the clock;
@@ -48,7 +52,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import jax
 import numpy as np
 
-from algoperf import recorder
+from algoperf import distributed, recorder
 from algoperf.errors import ConfigError
 
 CHECKPOINTS_DIR = 'checkpoints'
@@ -353,11 +357,15 @@ class TrialCheckpointer:
     return None
 
   def _set_aside(self, step: int) -> None:
-    source = self.directory / str(step)
-    target = self.directory / f'{_UNREADABLE_PREFIX}{step}'
-    if target.exists():
-      shutil.rmtree(target)
-    source.rename(target)
+    # On a multi-host run every process finds the same unreadable folder (one
+    # shared file system); process 0 moves it and the others wait for that.
+    if distributed.is_primary():
+      source = self.directory / str(step)
+      target = self.directory / f'{_UNREADABLE_PREFIX}{step}'
+      if target.exists():
+        shutil.rmtree(target)
+      source.rename(target)
+    distributed.everywhere(True)
     # The manager caches its list of steps; make it read the folder again.
     self._manager.reload()
 

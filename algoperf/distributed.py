@@ -150,6 +150,41 @@ def agree(value: T) -> T:
       treedef, [type(leaf)(x) for leaf, x in zip(leaves, numbers)])
 
 
+def agree_text(text: Optional[str]) -> str:
+  """Process 0's ``text`` on every process (others may pass None); a collective.
+
+  For values only process 0 can know, such as the path of a trial folder
+  whose name depends on what process 0 found on disk.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+
+  if jax.process_count() == 1:
+    return text or ''
+  data = tuple((text or '').encode('utf-8')) if is_primary() else ()
+  size = agree(len(data))
+  if size == 0:
+    return ''
+  if not is_primary():
+    data = (0,) * size
+  return bytes(agree(data)).decode('utf-8')
+
+
+def everywhere(flag: bool) -> bool:
+  """Whether ``flag`` is true on every process; a collective.
+
+  Unlike ``agree`` (process 0 decides), every process has a say: e.g. whether
+  each host sees a folder that process 0 created.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+
+  if jax.process_count() == 1:
+    return bool(flag)
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+
+  return bool(np.all(multihost_utils.process_allgather(np.asarray(bool(flag)))))
+
+
 def on_primary(fn: Callable[..., T], *args: Any, **kwargs: Any) -> Optional[T]:
   """Calls ``fn`` on process 0 only and returns its result (None elsewhere).
 
@@ -173,5 +208,5 @@ def on_primary(fn: Callable[..., T], *args: Any, **kwargs: Any) -> Optional[T]:
   return result
 
 
-__all__ = ['DEFAULT_INIT_TIMEOUT_SEC', 'agree', 'initialize', 'is_primary',
-           'on_primary', 'process_count']
+__all__ = ['DEFAULT_INIT_TIMEOUT_SEC', 'agree', 'agree_text', 'everywhere',
+           'initialize', 'is_primary', 'on_primary', 'process_count']

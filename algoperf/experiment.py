@@ -97,35 +97,51 @@ def _archive_partial_attempt(trial_dir: Path, attempt: int) -> None:
     shutil.move(str(trial_dir / name), str(target / name))
 
 
-def _open_checkpoints(trial_dir: Path, options: RunOptions,
-                      preemption_count: int) -> Tuple[Any, Any]:
-  """The trial's checkpointer and the checkpoint to resume from.
+def _open_checkpoints(trial_dir: Optional[Path], options: RunOptions,
+                      preemption_count: int) -> Tuple[Any, Any, int]:
+  """The trial's checkpointer, the checkpoint to resume from, the preemption count.
 
-  Returns ``(checkpointer or None, checkpoints.CheckpointInfo or None)``. A
-  resumed trial (``preemption_count > 0``) continues from its latest good
-  checkpoint, even with ``--nosave_checkpoints``; its logs are cut back to the
-  rows they held at that checkpoint (the full files go to ``attempt_<n>/``).
+  Returns ``(checkpointer or None, checkpoints.CheckpointInfo or None,
+  preemption_count)``. A resumed trial (``preemption_count > 0``) continues
+  from its latest good checkpoint, even with ``--nosave_checkpoints``; its logs
+  are cut back to the rows they held at that checkpoint (the full files go to
+  ``attempt_<n>/``).
+
+  Every process calls this: on a multi-host run only process 0 knows the
+  trial folder (``trial_dir`` is None elsewhere) and the preemption count, and
+  shares them; every process then takes part in each save and restore, which
+  needs the experiment folder on a file system all hosts see.
   """
   import jax  # pylint: disable=import-outside-toplevel
 
-  from algoperf import checkpoints  # pylint: disable=import-outside-toplevel
+  from algoperf import checkpoints, distributed  # pylint: disable=import-outside-toplevel
 
-  directory = trial_dir / checkpoints.CHECKPOINTS_DIR
-  if not options.save_checkpoints and not (preemption_count and directory.exists()):
-    return None, None
+  directory = (trial_dir / checkpoints.CHECKPOINTS_DIR
+               if trial_dir is not None else None)
+  wanted = directory is not None and (
+      options.save_checkpoints or bool(preemption_count and directory.exists()))
   if jax.process_count() > 1:
-    # Every process would have to take part in each save and restore, but only
-    # process 0 knows the trial folder.
-    logging.warning('Checkpoints are not supported on multi-host runs yet; '
-                    'trials run without them.')
-    return None, None
+    wanted, preemption_count = distributed.agree((wanted, preemption_count))
+    if not wanted:
+      return None, None, preemption_count
+    directory = Path(distributed.agree_text(str(directory) if directory else None))
+    distributed.on_primary(directory.mkdir, parents=True, exist_ok=True)
+    if not distributed.everywhere(directory.is_dir()):
+      logging.warning(
+          'Checkpoints are off for this trial: not every host sees %s. Put '
+          '--experiment_dir on a file system shared by all hosts (e.g. NFS) '
+          'to save them, or pass --nosave_checkpoints to silence this.',
+          directory)
+      return None, None, preemption_count
+  if not wanted:
+    return None, None, preemption_count
   checkpointer = checkpoints.TrialCheckpointer(
       directory, options.num_checkpoints_to_keep, save=options.save_checkpoints)
   info = checkpointer.latest() if preemption_count else None
-  if info is not None:
+  if info is not None and trial_dir is not None:
     checkpoints.rewind_logs(trial_dir, info.log_rows,
                             trial_dir / f'attempt_{preemption_count - 1}')
-  return checkpointer, info
+  return checkpointer, info, preemption_count
 
 
 def run(options: RunOptions, flag_values: Dict[str, Any]) -> List[TrialOutcome]:
@@ -203,7 +219,9 @@ def run(options: RunOptions, flag_values: Dict[str, Any]) -> List[TrialOutcome]:
                                      json.loads(done.read_text())))
         continue
       preemption_count = _preemption_count(trial_dir)
-      checkpointer, resume = _open_checkpoints(trial_dir, options, preemption_count)
+    checkpointer, resume, preemption_count = _open_checkpoints(
+        trial_dir, options, preemption_count)
+    if trial_dir is not None:
       if preemption_count and resume is None:
         # No checkpoint to resume from: the trial restarts from step 0.
         _archive_partial_attempt(trial_dir, preemption_count - 1)

@@ -1,4 +1,5 @@
-"""Multi-host runs: two processes on localhost train together (CPU, gloo).
+"""Multi-host runs: two processes on localhost train together (CPU, gloo), and
+resume together from a shared checkpoint after both were killed.
 
 Also the pieces without a second process: the single-process fast paths of
 ``algoperf.distributed`` and the runner obeying process 0's decisions.
@@ -7,13 +8,15 @@ Also the pieces without a second process: the single-process fast paths of
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
-from algoperf import distributed, experiment
+from algoperf import checkpoints, distributed, experiment
 from algoperf.errors import ConfigError
 from algoperf.runner import TrialConfig, train_once
 from tests.fakes import ToyWorkload, make_submission
@@ -36,41 +39,54 @@ def _final_step(stderr: str) -> int:
   return int(found[0])
 
 
-@pytest.mark.slow
-def test_two_processes_train_as_one(tmp_path):
-  port, steps = _free_port(), 5
+def _launch(tmp_path, port, args_of, env_extra=None, tag=''):
+  """Starts the two processes of a run; ``args_of(i)`` are process i's own flags."""
   env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS='cpu',
              XLA_FLAGS='--xla_force_host_platform_device_count=2')
   for name in _LAUNCH_ENV:
     env.pop(name, None)
-  procs, outputs = [], []
+  env.update(env_extra or {})
+  procs = []
   for i in range(2):
-    # Same experiment dir, a name per process: a folder of process 1 would
-    # show it wrote something (in one shared folder, who wrote what is moot).
-    # No --rng_seed: process 0's fresh seed must reach process 1.
-    out = open(tmp_path / f'stderr_{i}.txt', 'w+', encoding='utf-8')
-    outputs.append(out)
-    procs.append(subprocess.Popen(
+    out = open(tmp_path / f'output{tag}_{i}.txt', 'w+', encoding='utf-8')
+    procs.append((subprocess.Popen(
         [sys.executable, '-m', 'algoperf.cli', 'run', '--workload=mnist1d',
          f'--submission_path={LOSS_EVERY_STEP}', '--tuning_ruleset=self',
-         f'--experiment_dir={tmp_path}', f'--experiment_name=host_{i}',
-         f'--max_global_steps={steps}', '--noprogress',
+         f'--experiment_dir={tmp_path}', '--noprogress',
          f'--coordinator_address=localhost:{port}', '--num_processes=2',
-         f'--process_id={i}'],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=out))
+         f'--process_id={i}', *args_of(i)],
+        cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT), out))
+  return procs
+
+
+def _finish(procs):
+  """Waits for both processes; returns their exit codes and outputs."""
   try:
-    for p in procs:
+    for p, _ in procs:
       # A hung collective fails the test instead of hanging CI.
       p.wait(timeout=TIMEOUT_SEC)
   finally:
-    for p in procs:
+    for p, _ in procs:
       p.kill()
-  stderr = []
-  for out in outputs:
+  codes, stderr = [], []
+  for p, out in procs:
     out.seek(0)
     stderr.append(out.read())
     out.close()
-  assert [p.returncode for p in procs] == [0, 0], stderr
+    codes.append(p.returncode)
+  return codes, stderr
+
+
+@pytest.mark.slow
+def test_two_processes_train_as_one(tmp_path):
+  steps = 5
+  # Same experiment dir, a name per process: a folder of process 1 would
+  # show it wrote something (in one shared folder, who wrote what is moot).
+  # No --rng_seed: process 0's fresh seed must reach process 1.
+  codes, stderr = _finish(_launch(
+      tmp_path, _free_port(),
+      lambda i: [f'--experiment_name=host_{i}', f'--max_global_steps={steps}']))
+  assert codes == [0, 0], stderr
 
   assert [_final_step(e) for e in stderr] == [steps, steps]
   assert not (tmp_path / 'host_1').exists()  # Only process 0 writes logs.
@@ -87,6 +103,58 @@ def test_two_processes_train_as_one(tmp_path):
       experiment_name='one_process', rng_seed=meta['rng_seed'],
       max_global_steps=steps, progress=False), {})
   assert_losses_agree(step_losses(trial), step_losses(reference[0].trial_dir))
+
+
+@pytest.mark.slow
+def test_two_processes_resume_from_a_shared_checkpoint(tmp_path):
+  """Both processes save each checkpoint together and resume from it after a kill."""
+  steps, hold_from = 400, 150
+  marker = tmp_path / 'holding'
+  args = lambda i: ['--experiment_name=shared', f'--max_global_steps={steps}',
+                    '--rng_seed=3']
+  # The first save at step >= hold_from blocks before its commit (the test
+  # hook of algoperf/checkpoints.py): both processes are killed while a
+  # checkpoint is being written, after earlier ones completed.
+  procs = _launch(tmp_path, _free_port(), args, tag='_killed', env_extra={
+      checkpoints.TEST_HOLD_MARKER_ENV: str(marker),
+      checkpoints.TEST_HOLD_FROM_STEP_ENV: str(hold_from)})
+  deadline = time.monotonic() + TIMEOUT_SEC
+  try:
+    while not marker.exists():
+      exited = [p.poll() for p, _ in procs]
+      assert exited == [None, None], f'a process exited before the hold: {exited}'
+      assert time.monotonic() < deadline, 'the held checkpoint never started'
+      time.sleep(0.05)
+  finally:
+    for p, _ in procs:
+      p.send_signal(signal.SIGKILL)
+    _finish(procs)
+
+  codes, stderr = _finish(_launch(
+      tmp_path, _free_port(), lambda i: [*args(i), '--resume_last_run']))
+  assert codes == [0, 0], stderr
+  resumed = [re.findall(r'resuming from the checkpoint at step (\d+)', e)
+             for e in stderr]
+  assert resumed[0] == resumed[1] and len(resumed[0]) == 1, stderr
+  assert 1 <= int(resumed[0][0]) < hold_from
+  assert [_final_step(e) for e in stderr] == [steps, steps]
+
+  trial = tmp_path / 'shared' / 'mnist1d_jax' / 'trial_1'
+  meta = json.loads((trial / 'meta_data_1.json').read_text())
+  assert meta['preemption_count'] == 1 and meta['process_count'] == 2
+  # The logs were cut back to the checkpoint and continued: every step's loss
+  # is there once, and equal to an uninterrupted two-process run's. (Not a
+  # one-process run's: float noise of the other reduction order grows over
+  # hundreds of steps.)
+  codes, stderr = _finish(_launch(
+      tmp_path, _free_port(),
+      lambda i: ['--experiment_name=uninterrupted', f'--max_global_steps={steps}',
+                 '--rng_seed=3'], tag='_uninterrupted'))
+  assert codes == [0, 0], stderr
+  assert_losses_agree(
+      step_losses(trial),
+      step_losses(tmp_path / 'uninterrupted' / 'mnist1d_jax' / 'trial_1'),
+      rel=1e-6)
 
 
 def test_runner_follows_process_zero(monkeypatch):
@@ -125,6 +193,9 @@ def test_single_process_helpers_are_plain_calls(monkeypatch):
   assert distributed.process_count() == 1 and distributed.is_primary()
   value = {'stop': True, 'clock': 1234.5678901234567, 'step': 7}
   assert distributed.agree(value) is value
+  assert distributed.agree_text('/shared/ckpt') == '/shared/ckpt'
+  assert distributed.agree_text(None) == ''
+  assert distributed.everywhere(True) and not distributed.everywhere(0)
   assert distributed.on_primary(lambda x: x + 1, 1) == 2
   with pytest.raises(KeyError):
     distributed.on_primary({}.__getitem__, 'missing')
@@ -138,3 +209,22 @@ def test_bad_launch_settings_are_config_errors(monkeypatch):
   monkeypatch.setenv('JAX_NUM_PROCESSES', 'two')
   with pytest.raises(ConfigError, match='JAX_NUM_PROCESSES'):
     distributed.initialize()
+
+
+def test_checkpoints_are_off_where_a_host_cannot_see_the_folder(
+    tmp_path, monkeypatch, caplog):
+  """Two processes, no shared file system: a warning and no checkpoints, not a hang."""
+  import jax  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(distributed, 'agree', lambda value: value)
+  monkeypatch.setattr(distributed, 'agree_text', lambda text: text or '')
+  monkeypatch.setattr(distributed, 'everywhere', lambda flag: False)
+  options = experiment.RunOptions(workload='mnist1d', submission_path='nadamw',
+                                  experiment_dir=str(tmp_path))
+  trial_dir = tmp_path / 'trial_1'
+  trial_dir.mkdir()
+  with caplog.at_level('WARNING'):
+    got = experiment._open_checkpoints(trial_dir, options, 0)  # pylint: disable=protected-access
+  assert got == (None, None, 0)
+  assert 'not every host sees' in caplog.text
+  assert (trial_dir / 'checkpoints').is_dir()  # Process 0 made it; others did not see it.
