@@ -74,17 +74,8 @@ def _bare_step(workload, opt_update_fn, params, optimizer_state, model_state,
                batch, rng, step, label_smoothing, dropout_rate):
   """One NAdamW step, the computation of ``submission_utils.train_step``."""
   rng = jax.random.fold_in(rng, step)
-
-  def loss_of(p):
-    logits, new_state = workload.model_fn(
-        p, batch, model_state, spec.ForwardPassMode.TRAIN, rng,
-        update_batch_norm=True, dropout_rate=dropout_rate)
-    losses = workload.loss_fn(
-        label_batch=batch['targets'], logits_batch=logits,
-        mask_batch=batch.get('weights'), label_smoothing=label_smoothing)
-    return losses['summed'] / losses['n_valid_examples'], new_state
-
-  (loss, new_state), grad = jax.value_and_grad(loss_of, has_aux=True)(params)
+  loss, grad, new_state = submission_utils.mean_loss_and_grad(
+      workload, params, model_state, batch, rng, label_smoothing, dropout_rate)
   grad_norm = optax.tree.norm(grad)  # The submission logs it; same work here.
   updates, optimizer_state = opt_update_fn(grad, optimizer_state, params)
   params = optax.apply_updates(params, updates)
