@@ -120,10 +120,12 @@ def _open_checkpoints(trial_dir: Optional[Path], options: RunOptions,
                if trial_dir is not None else None)
   wanted = directory is not None and (
       options.save_checkpoints or bool(preemption_count and directory.exists()))
-  if jax.process_count() > 1:
+  multi_host = jax.process_count() > 1
+  if multi_host:
     wanted, preemption_count = distributed.agree((wanted, preemption_count))
-    if not wanted:
-      return None, None, preemption_count
+  if not wanted:
+    return None, None, preemption_count
+  if multi_host:
     directory = Path(distributed.agree_text(str(directory) if directory else None))
     distributed.on_primary(directory.mkdir, parents=True, exist_ok=True)
     if not distributed.everywhere(directory.is_dir()):
@@ -133,8 +135,6 @@ def _open_checkpoints(trial_dir: Optional[Path], options: RunOptions,
           'to save them, or pass --nosave_checkpoints to silence this.',
           directory)
       return None, None, preemption_count
-  if not wanted:
-    return None, None, preemption_count
   checkpointer = checkpoints.TrialCheckpointer(
       directory, options.num_checkpoints_to_keep, save=options.save_checkpoints)
   info = checkpointer.latest() if preemption_count else None
@@ -205,7 +205,6 @@ def run(options: RunOptions, flag_values: Dict[str, Any]) -> List[TrialOutcome]:
   for trial_index, hyperparameters in trials:
     trial_dir = recorder.trial_dir(log_dir, trial_index) if log_dir else None
     preemption_count = 0
-    checkpointer = resume = None
     # Every process must skip the same trials, but only process 0 sees the logs.
     finished = distributed.agree(
         trial_dir is not None and (trial_dir / TRIAL_SUMMARY_FILE).exists())

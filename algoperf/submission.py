@@ -46,6 +46,23 @@ class Submission:
     return 'train_state' in inspect.signature(self.update_params).parameters
 
 
+def submission_file(path: str | Path) -> Path:
+  """The submission file ``path`` names (a .py file, or a folder's submission.py).
+
+  Raises ``SubmissionError`` if there is no such file. Imports nothing, so a
+  sweep can check its submission without loading JAX.
+  """
+  path = Path(path).expanduser()
+  if path.is_dir():
+    path = path / 'submission.py'
+  if not path.is_file():
+    raise SubmissionError(
+        f'Submission file {path} does not exist. Pass --submission_path with a '
+        'submission .py file, a folder holding submission.py, or a bundled '
+        'name (see `algoperf list`).')
+  return path.resolve()
+
+
 def import_submission(path: str | Path) -> Tuple[Path, ModuleType]:
   """Imports the submission file at ``path`` (or ``path``/submission.py).
 
@@ -54,16 +71,7 @@ def import_submission(path: str | Path) -> Tuple[Path, ModuleType]:
   Raises ``SubmissionError`` if there is no such file, and whatever the
   module raises while it is imported.
   """
-  path = Path(path).expanduser()
-  if path.is_dir():
-    path = path / 'submission.py'
-  if not path.is_file():
-    raise SubmissionError(
-        f'Submission file {path} does not exist. Pass --submission_path with a '
-        'submission .py file or a folder holding submission.py '
-        '(see `algoperf list` for the bundled ones).'
-    )
-  path = path.resolve()
+  path = submission_file(path)
   module_name = f'_algoperf_submission_{abs(hash(str(path)))}'
   if module_name in sys.modules:
     return path, sys.modules[module_name]

@@ -41,6 +41,7 @@ from typing import Any, Dict, List, Optional, Sequence, TextIO
 
 from algoperf import benchmarks, recorder, tuning
 from algoperf.errors import ConfigError
+from algoperf.submission import submission_file
 
 SWEEP_FOLDER = '.sweep'
 SWEEP_FILE = 'sweep.json'
@@ -203,14 +204,7 @@ def settings(options: SweepOptions) -> Dict[str, Any]:
   if not workloads:
     raise ConfigError('--workloads is empty: name at least one workload '
                       '(e.g. --workloads fashion_mnist,mnist1d).')
-  submission = Path(options.submission_path).expanduser()
-  if submission.is_dir():
-    submission = submission / 'submission.py'
-  if not submission.is_file():
-    raise ConfigError(
-        f'Submission {options.submission_path} does not exist. Pass '
-        '--submission_path with a submission .py file, a folder holding '
-        'submission.py, or a bundled name (see `algoperf list`).')
+  submission = submission_file(options.submission_path)
   space = options.tuning_search_space
   if options.tuning_ruleset == 'external':
     space = space or default_search_space(str(submission))
@@ -226,7 +220,7 @@ def settings(options: SweepOptions) -> Dict[str, Any]:
   _check_run_args(options.run_args)
   num_studies, num_trials = _counts(options, version)
   return {
-      'submission_path': str(submission.resolve()),
+      'submission_path': str(submission),
       'submission': submission_name(str(submission)),
       'workloads': workloads,
       'tuning_ruleset': options.tuning_ruleset,
