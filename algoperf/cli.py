@@ -58,7 +58,7 @@ def _normalise_bool_flags(argv: Sequence[str]) -> List[str]:
   return out
 
 
-def _add_bool(parser: argparse.ArgumentParser, name: str, default: bool,
+def add_bool(parser: argparse.ArgumentParser, name: str, default: bool,
               help_text: str) -> None:
   parser.add_argument(f'--{name}', type=_bool, nargs='?', const=True,
                       default=default, metavar='BOOL', help=help_text)
@@ -124,10 +124,10 @@ def _add_sweep_parser(sub: Any) -> None:
                      help='runs at a time (default: 1 locally, since parallel '
                      'runs share the machine and skew each other\'s times; '
                      'no limit on SLURM)')
-  _add_bool(sweep, 'overwrite', False,
+  add_bool(sweep, 'overwrite', False,
             'delete the logs of an earlier sweep with other settings in '
             'this folder and start over')
-  _add_bool(sweep, 'progress', True, 'live table on a terminal (else one line per change)')
+  add_bool(sweep, 'progress', True, 'live table on a terminal (else one line per change)')
   slurm = sweep.add_argument_group('SLURM (--executor slurm)')
   slurm.add_argument('--slurm_partition', default=None)
   slurm.add_argument('--gpus_per_job', type=int, default=1)
@@ -204,8 +204,8 @@ def _build_parser() -> argparse.ArgumentParser:
   run.add_argument('--rng_seed', type=int, default=None,
                    help='seed of every trial (default: a fresh one per trial)')
   run.add_argument('--max_global_steps', type=int, default=None)
-  _add_bool(run, 'overwrite', False, 'replace an existing experiment folder')
-  _add_bool(run, 'resume_last_run', False,
+  add_bool(run, 'overwrite', False, 'replace an existing experiment folder')
+  add_bool(run, 'resume_last_run', False,
             'keep an existing experiment folder: finished trials are skipped, '
             'unfinished ones continue from their latest checkpoint')
   run.add_argument('--hparam_start_index', type=int, default=None)
@@ -217,20 +217,20 @@ def _build_parser() -> argparse.ArgumentParser:
                    help='batch size for workloads the submission does not know')
   run.add_argument('--tuning_seed', type=int, default=0,
                    help='seed of the quasi-random search (same seed, same points)')
-  _add_bool(run, 'append_timestamp', False,
+  add_bool(run, 'append_timestamp', False,
             'append a timestamp to --experiment_name')
-  _add_bool(run, 'synthetic_data', False,
+  add_bool(run, 'synthetic_data', False,
             'random data of the real shapes instead of the dataset (smoke tests)')
-  _add_bool(run, 'progress', True, 'print a live progress line')
-  _add_bool(run, 'compilation_cache', True,
+  add_bool(run, 'progress', True, 'print a live progress line')
+  add_bool(run, 'compilation_cache', True,
             'keep compiled steps in <experiment_dir>/.jax_cache so the next '
             'run starts faster (false: JAX\'s own settings apply)')
-  _add_bool(run, 'save_checkpoints', True,
+  add_bool(run, 'save_checkpoints', True,
             'checkpoint the trial after each eval (off the clock), so '
             '--resume_last_run continues it after a preemption')
   run.add_argument('--num_checkpoints_to_keep', type=int, default=2,
                    help='newest checkpoints kept per trial (default 2)')
-  _add_bool(run, 'save_intermediate_checkpoints', True,
+  add_bool(run, 'save_intermediate_checkpoints', True,
             'false: keep only the latest checkpoint (as '
             '--num_checkpoints_to_keep=1)')
   # Multi-host (see algoperf/distributed.py): give all three to every process,
@@ -245,7 +245,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    '(default: $JAX_PROCESS_ID)')
   for name, default in _IGNORED_FLAGS.items():
     if isinstance(default, bool):
-      _add_bool(run, name, default, argparse.SUPPRESS)
+      add_bool(run, name, default, argparse.SUPPRESS)
     else:
       run.add_argument(f'--{name}', default=default, help=argparse.SUPPRESS)
 
@@ -278,27 +278,9 @@ def _build_parser() -> argparse.ArgumentParser:
   lst = sub.add_parser('list', help='list workloads and bundled submissions')
   lst.add_argument('--benchmark', default=None)
 
-  score = sub.add_parser(
-      'score', help='score a folder of logs: time to target, profiles, scores',
-      description='Score every submission folder under ROOT '
-      '(ROOT/<submission>/study_<s>/<workload>_<framework>/trial_<t>/'
-      'eval_measurements.csv) with a benchmark version\'s rules.')
-  score.add_argument('root', help='folder holding one folder per submission')
-  score.add_argument('--benchmark', default=None, help='v0.5 or v0.6 (default v0.6)')
-  score.add_argument('--ruleset', default='external', choices=('external', 'self'))
-  score.add_argument('--output_dir', default=None,
-                     help='write scores.csv, time_to_target.csv, profile plots '
-                     '(png, svg) and report.md/html here')
-  score.add_argument('--json', default=None, metavar='PATH',
-                     help='write scores and times as JSON')
-  _add_bool(score, 'strict', False,
-            'fail (exit 2) on any bad log or a wrong number of studies/trials')
-  score.add_argument('--exclude', default='',
-                     help='comma-separated submissions to leave out')
-  score.add_argument('--baseline', default=None,
-                     help='also report each submission\'s time ratio to this one')
-  score.add_argument('--time_column', default='score', choices=('score', 'global_step'),
-                     help='score seconds (default) or steps to target')
+  from scoring import command as score_command  # pylint: disable=import-outside-toplevel
+
+  score_command.add_parser(sub)
 
   desc = sub.add_parser('describe', help="a workload's facts, parameter count and shapes")
   desc.add_argument('workload')
@@ -411,29 +393,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-  from scoring import leaderboard, report  # pylint: disable=import-outside-toplevel
+  from scoring import command as score_command  # pylint: disable=import-outside-toplevel
 
-  try:
-    board = leaderboard.score_logs(
-        args.root, args.benchmark or leaderboard.benchmarks.DEFAULT_VERSION,
-        args.ruleset, time_column=args.time_column,
-        exclude=[s for s in args.exclude.split(',') if s],
-        baseline=args.baseline, strict=args.strict)
-  except (ValueError, KeyError) as e:
-    from algoperf.errors import ConfigError  # pylint: disable=import-outside-toplevel
-
-    raise ConfigError(str(e).strip('"')) from e
-  for line in board.warnings:
-    print(f'warning: {line}', file=sys.stderr)
-  print(report.terminal_text(board), end='')
-  if args.json:
-    report.write_json(board, Path(args.json))
-    print(f'Wrote {args.json}')
-  if args.output_dir:
-    paths = report.write_outputs(board, Path(args.output_dir))
-    print(f'Wrote {len(paths)} files to {args.output_dir}: '
-          + ', '.join(p.name for p in paths))
-  return 0
+  return score_command.run(args)
 
 
 # What `algoperf reproduce TARGET` can reproduce: the published competition
@@ -458,7 +420,7 @@ def _add_reproduce_parser(sub: Any) -> None:
                    help='what to reproduce: v0.5 (the first competition) or '
                    'mini (the laptop benchmark)')
   mini = rep.add_argument_group('mini')
-  _add_bool(mini, 'quick', False, 'mnist1d only, 1 study x 2 trials (~2 min) '
+  add_bool(mini, 'quick', False, 'mnist1d only, 1 study x 2 trials (~2 min) '
             'instead of both small workloads, 2 studies x 2 trials (up to ~40 min)')
   mini.add_argument('--experiment_dir', default=None,
                     help='where the logs go (default ./experiments_mini, or '
@@ -469,7 +431,7 @@ def _add_reproduce_parser(sub: Any) -> None:
   mini.add_argument('--max_parallel', type=int, default=1,
                     help='runs at a time (default 1: parallel runs share the '
                     'cores and slow each other\'s clocks, which are the score)')
-  _add_bool(mini, 'progress', True, 'live table on a terminal (else one line per change)')
+  add_bool(mini, 'progress', True, 'live table on a terminal (else one line per change)')
   rep.add_argument('--logs', default=None, metavar='PATH',
                    help='folder holding external_tuning/ and self_tuning/ (the '
                    'full logs of mlcommons/submissions_algorithms, '
