@@ -54,6 +54,7 @@ import numpy as np
 
 from algoperf import distributed, recorder
 from algoperf.errors import ConfigError
+from algoperf.trial_state import TrialState
 
 CHECKPOINTS_DIR = 'checkpoints'
 DEFAULT_NUM_TO_KEEP = 2
@@ -76,28 +77,6 @@ _UNREADABLE_PREFIX = 'unreadable_'
 
 class CheckpointMismatchError(ConfigError):
   """A checkpoint does not fit the trial resuming from it (other model or optimizer)."""
-
-
-@dataclasses.dataclass
-class TrialState:
-  """Everything a trial needs to continue where it stopped."""
-
-  global_step: int
-  params: Any
-  optimizer_state: Any
-  model_state: Any
-  rng_seed: int
-  rng_key: List[int]
-  clock: Dict[str, float]
-  accumulated_eval_time: float
-  accumulated_logging_time: float
-  total_duration: float
-  eval_results: List[Tuple[int, Dict[str, Any]]]
-  time_to_target: Optional[float]
-  train_state: Dict[str, bool]
-  preemption_count: int
-  input_position: int
-  log_rows: Optional[Dict[str, int]] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,15 +274,15 @@ class TrialCheckpointer:
         'global_step': int(state.global_step),
         'rng_seed': int(state.rng_seed),
         'rng_key': [int(x) for x in state.rng_key],
-        'clock': {k: float(v) for k, v in state.clock.items()},
-        'accumulated_eval_time': float(state.accumulated_eval_time),
-        'accumulated_logging_time': float(state.accumulated_logging_time),
+        'clock': {'accumulated': float(state.submission_time)},
+        'accumulated_eval_time': float(state.eval_time),
+        'accumulated_logging_time': float(state.logging_time),
         'total_duration': float(state.total_duration),
         'eval_results': [[int(step), {str(k): _jsonable(v) for k, v in r.items()}]
                          for step, r in state.eval_results],
         'time_to_target': (None if state.time_to_target is None
                            else float(state.time_to_target)),
-        'train_state': {k: bool(v) for k, v in state.train_state.items()},
+        'train_state': state.stop_flags(),
         'preemption_count': int(state.preemption_count),
         'input_position': int(state.input_position),
         'log_rows': state.log_rows,
@@ -470,24 +449,25 @@ class TrialCheckpointer:
       return jax.tree_util.tree_unflatten(
           jax.tree_util.tree_structure(templates[name]), leaves)
 
-    return TrialState(
-        global_step=int(meta['global_step']),
+    state = TrialState(
         params=rebuild('params'),
         optimizer_state=rebuild('optimizer_state'),
         model_state=rebuild('model_state'),
         rng_seed=int(meta['rng_seed']),
         rng_key=list(meta['rng_key']),
-        clock=dict(meta['clock']),
-        accumulated_eval_time=float(meta['accumulated_eval_time']),
-        accumulated_logging_time=float(meta['accumulated_logging_time']),
+        preemption_count=int(meta['preemption_count']),
+        global_step=int(meta['global_step']),
+        submission_time=float(meta['clock'].get('accumulated', 0.0)),
+        eval_time=float(meta['accumulated_eval_time']),
+        logging_time=float(meta['accumulated_logging_time']),
         total_duration=float(meta['total_duration']),
         eval_results=[(int(s), dict(r)) for s, r in meta['eval_results']],
         time_to_target=meta['time_to_target'],
-        train_state=dict(meta['train_state']),
-        preemption_count=int(meta['preemption_count']),
         input_position=int(meta['input_position']),
         log_rows=meta.get('log_rows'),
     )
+    state.load_stop_flags(meta['train_state'])
+    return state
 
 
 def _unreadable(where: pathlib.Path, error: Exception) -> ConfigError:

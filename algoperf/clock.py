@@ -1,9 +1,13 @@
-"""The submission clock: device-synchronised, monotonic, pausable, checkpointable.
+"""The submission clock: monotonic, pausable, device-aware, checkpointable.
 
-JAX dispatches work asynchronously: ``update_params`` returns before the device
-has finished. Reading a timer without waiting would move training time into
-whatever runs next (evaluation, which is untimed). So every reading first blocks
-on the arrays the submission returned.
+JAX dispatches work asynchronously: ``update_params`` returns before the
+device has finished. A reading that decides something (an eval is due, the
+budget is spent, the trial stops, a checkpoint) must first wait for the
+arrays the submission returned, or training time would leak into whatever
+runs next (evaluation, which is untimed). Between such readings the clock
+keeps running and the device may run ahead of the host, as in a bare
+training loop: ``read()`` is then a lower bound of the true total, and
+``sync(outputs)`` makes it exact.
 """
 
 from __future__ import annotations
@@ -35,15 +39,19 @@ def block_until_ready(tree: Any) -> None:
 class SubmissionClock:
   """Accumulates time spent in submission code, excluding everything else.
 
-  Usage per step: ``clock.resume()`` right before the submission's hooks run,
-  ``clock.pause(outputs)`` right after; ``pause`` waits for ``outputs`` on the
-  device before reading the time. ``accumulated`` is what the benchmark scores.
+  The runner starts it after initialisation and lets it run through the
+  steps; before an eval (or a checkpoint, or the end) it calls
+  ``pause(outputs)``, which waits for ``outputs`` on the device before
+  reading the time, and ``start()`` again afterwards. While it runs,
+  ``read()`` is the total so far without waiting (never more than the
+  truth, since device work may still be queued) and ``sync(outputs)`` the
+  exact total. ``accumulated`` is what the benchmark scores once paused.
   ``state_dict``/``load_state_dict`` carry the totals across preemptions: a
   restored clock continues from its saved total, and downtime never counts.
   """
 
   now: Callable[[], float] = time.perf_counter
-  sync: Callable[[Any], None] = block_until_ready
+  sync_fn: Callable[[Any], None] = block_until_ready
   accumulated: float = 0.0
   _started_at: Optional[float] = None
 
@@ -51,28 +59,47 @@ class SubmissionClock:
   def running(self) -> bool:
     return self._started_at is not None
 
+  def start(self) -> float:
+    """Starts timing now; the caller knows no earlier device work is pending."""
+    if self._started_at is not None:
+      raise RuntimeError('SubmissionClock.start() called while running.')
+    self._started_at = self.now()
+    return self._started_at
+
   def resume(self, pending: Any = None) -> float:
     """Starts timing; first waits for ``pending`` so earlier work is not counted."""
     if self._started_at is not None:
       raise RuntimeError('SubmissionClock.resume() called while running.')
     if pending is not None:
-      self.sync(pending)
-    self._started_at = self.now()
-    return self._started_at
+      self.sync_fn(pending)
+    return self.start()
+
+  def read(self) -> float:
+    """The total so far without waiting for the device (a lower bound while running)."""
+    started = self._started_at
+    if started is None:
+      return self.accumulated
+    return self.accumulated + (self.now() - started)
+
+  def sync(self, outputs: Any) -> float:
+    """Waits for ``outputs`` on the device; returns the exact total (the clock keeps running)."""
+    if outputs is not None:
+      self.sync_fn(outputs)
+    return self.read()
 
   def pause(self, outputs: Any = None) -> float:
     """Waits for ``outputs`` on the device, then stops timing; returns the interval."""
     if self._started_at is None:
       raise RuntimeError('SubmissionClock.pause() called while paused.')
     if outputs is not None:
-      self.sync(outputs)
+      self.sync_fn(outputs)
     interval = self.now() - self._started_at
     self.accumulated += interval
     self._started_at = None
     return interval
 
   def state_dict(self) -> Dict[str, float]:
-    return {'accumulated': self.accumulated}
+    return {'accumulated': self.read()}
 
   def load_state_dict(self, state: Dict[str, float]) -> None:
     self.accumulated = float(state['accumulated'])

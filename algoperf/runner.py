@@ -1,29 +1,42 @@
 """One trial: the timed train/eval loop.
 
-The rules (DESIGN.md, "Timing rules"): the clock starts after data, model and
-optimizer initialisation; ``data_selection``, ``update_params`` and
+The rules (docs/RULES.md, "Timing rules"): the clock starts after data, model
+and optimizer initialisation; ``data_selection``, ``update_params`` and
 ``prepare_for_eval`` run on the clock; evaluation, logging and checkpointing
-run off it. Every clock reading waits for the device work the submission
-returned. An eval is due when ``eval_period_time_sec`` of wall time has passed
-since the previous eval ended (the first step always evaluates); no eval runs
-and nothing is recorded once the budget is spent.
+run off it. The clock runs through the steps without waiting for the device,
+so the device may run ahead of the host as in a bare loop; a reading that
+decides something (an eval is due, the budget, the stop, a checkpoint) first
+waits for the state the submission returned. The budget is checked after
+every step on the unsynced reading, which can only be low, and confirmed with
+a synced one; the device is synced at least every ``sync_interval_sec`` so it
+never falls far behind. An eval is due when ``eval_period_time_sec`` of wall
+time has passed since the previous eval ended (the first step always
+evaluates); no eval runs and nothing is recorded once the budget is spent.
+
+A hook that never returns is stopped once the budget and a grace are spent
+(``algoperf/watchdog.py``); a trial whose loss is NaN or infinite at an eval
+stops there (``diverged``); an exception from a hook ends the trial with a
+``SubmissionFailure`` that names the hook and the step.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
-import types
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 
-from algoperf import checkpoints, distributed, fence, prefetch, spec
-from algoperf.clock import SubmissionClock, Stopwatch
+from algoperf import checkpoints, distributed, fence, prefetch, spec, watchdog
+from algoperf.clock import SubmissionClock, Stopwatch, block_until_ready
 from algoperf.submission import Submission
+from algoperf.trial_state import EvalResult, TrainStateView, TrialState
 
-EvalResult = Dict[str, Any]
+DEFAULT_SYNC_INTERVAL_SEC = 1.0
+# Eval metrics whose non-finite value means the trial diverged.
+_LOSS_KEYS = ('train/loss', 'validation/loss', 'test/loss')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +53,12 @@ class TrialConfig:
   preemption_count: int = 0
   # The step of the checkpoint to continue from (None: start at step 0).
   resume_from_step: Optional[int] = None
+  imagenet_v2_data_dir: Optional[str] = None
+  # The device is synced at least this often, so it never runs far ahead.
+  sync_interval_sec: float = DEFAULT_SYNC_INTERVAL_SEC
+  # Seconds a hook may run past the budget before the trial is stopped
+  # (None: watchdog.default_grace(budget_sec)).
+  hook_grace_sec: Optional[float] = None
 
 
 @dataclasses.dataclass
@@ -56,6 +75,8 @@ class TrialResult:
   test_goal_reached: bool
   time_to_validation_target: Optional[float]
   eval_results: List[Tuple[int, EvalResult]]
+  # One line on why, where the stop reason alone does not say it.
+  message: str = ''
 
   def summary(self) -> Dict[str, Any]:
     """A JSON-serialisable digest (without the per-eval rows)."""
@@ -65,17 +86,32 @@ class TrialResult:
     return out
 
 
+class SubmissionFailure(Exception):
+  """A submission hook raised: the trial cannot go on.
+
+  ``hook`` and ``global_step`` say where; the original exception is
+  ``__cause__`` (with its traceback).
+  """
+
+  def __init__(self, hook: str, global_step: int, error: BaseException):
+    super().__init__(f'{hook} raised {type(error).__name__} at step '
+                     f'{global_step}: {error}')
+    self.hook = hook
+    self.global_step = global_step
+    self.error = error
+
+
 class Listener:
   """Hooks the runner calls off the clock; the base class does nothing."""
 
   def on_start(self, workload: spec.Workload, config: TrialConfig) -> None:
     pass
 
-  def on_step(self, global_step: int, train_state: Dict[str, Any]) -> None:
+  def on_step(self, global_step: int, train_state: TrainStateView) -> None:
     pass
 
   def on_eval(self, global_step: int, result: EvalResult,
-              train_state: Dict[str, Any]) -> None:
+              train_state: TrainStateView) -> None:
     pass
 
   def on_end(self, result: TrialResult) -> None:
@@ -139,91 +175,399 @@ def _replicate_unplaced(tree: Any) -> Any:
   return jax.tree.map(place, tree)
 
 
-# --- checkpoints (algoperf/checkpoints.py does the saving and reading) ------------
+def diverged_metric(result: EvalResult) -> Optional[str]:
+  """The first of ``train/loss``, ``validation/loss``, ``test/loss`` that is NaN or inf."""
+  for key in _LOSS_KEYS:
+    value = result.get(key)
+    if value is None:
+      continue
+    try:
+      finite = math.isfinite(float(value))
+    except (TypeError, ValueError):
+      continue
+    if not finite:
+      return key
+  return None
 
 
-def _restore_checkpoint(
-    checkpointer: Optional[checkpoints.TrialCheckpointer], config: TrialConfig,
-    rng: jax.Array, input_queue: checkpoints.CountingIterator, params: Any,
-    optimizer_state: Any, model_state: Any,
-) -> Optional[checkpoints.TrialState]:
-  """Reads ``config.resume_from_step`` into the fresh state and replays the input.
+class _Trial:
+  """One trial's loop; ``train_once`` builds and runs it."""
 
-  Runs before the clock starts. The train queue was rebuilt from the same
-  data key, so discarding the batches consumed before the checkpoint puts it
-  where it was (a deterministic replay).
-  """
-  if checkpointer is None or config.resume_from_step is None:
-    return None
-  restored = checkpointer.restore(
-      config.resume_from_step, params=params, optimizer_state=optimizer_state,
-      model_state=model_state, rng_seed=config.rng_seed)
-  if restored.rng_key != checkpoints.key_data(rng):
-    raise checkpoints.CheckpointMismatchError(
-        f'Checkpoint {checkpointer.directory / str(config.resume_from_step)} '
-        'was written by a version of the runner that derives its random keys '
-        'differently; pass --overwrite to start the trial afresh.')
-  input_queue.skip(restored.input_position)
-  return restored
+  def __init__(self, workload: spec.Workload, submission: Submission,
+               config: TrialConfig, logger: Any, listener: Listener,
+               now: Callable[[], float],
+               checkpointer: Optional[checkpoints.TrialCheckpointer],
+               sync: Callable[[Any], None]):
+    self.workload = fence.unwrap(workload)
+    # The hooks get one read-only view for the whole trial (the same object
+    # every call, so jit caches keyed on it hit).
+    self.fenced = fence.fence(self.workload)
+    self.submission = submission
+    self.config = config
+    self.logger = logger
+    self.listener = listener
+    self.now = now
+    self.checkpointer = checkpointer
+    self.clock = SubmissionClock(now=now, sync_fn=sync)
+    self.eval_watch = Stopwatch(now=now)
+    self.logging_watch = Stopwatch(now=now)
+    self.stop_reason = ''
+    self.message = ''
+    self.hook: Optional[str] = None  # The hook running now (for the watchdog).
+    self.grace = (config.hook_grace_sec if config.hook_grace_sec is not None
+                  else watchdog.default_grace(config.budget_sec))
+    self.state: Optional[TrialState] = None
+    self.view: TrainStateView
+    self.global_start = now()
+    self.last_eval_end: Optional[float] = None
+    self.last_sync = 0.0
 
+  # --- set-up (off the clock) ----------------------------------------------------
 
-def _save_checkpoint(
-    checkpointer: Optional[checkpoints.TrialCheckpointer], *, global_step: int,
-    params: Any, optimizer_state: Any, model_state: Any, config: TrialConfig,
-    rng: jax.Array, clock: SubmissionClock, eval_watch: Stopwatch,
-    logging_watch: Stopwatch, total_duration: float,
-    eval_results: List[Tuple[int, EvalResult]], time_to_target: Optional[float],
-    train_state: Dict[str, Any], input_position: int, logger: Any,
-) -> None:
-  """Writes the trial's state (off every clock: it counts as no kind of time)."""
-  if checkpointer is None or not checkpointer.saving:
-    return
-  log_rows = None
-  if logger is not None and getattr(logger, 'enabled', True):
-    log_rows = {'measurements': logger.num_rows,
-                'eval_measurements': logger.num_eval_rows}
-  checkpointer.save(checkpoints.TrialState(
-      global_step=global_step,
-      params=params,
-      optimizer_state=optimizer_state,
-      model_state=model_state,
-      rng_seed=config.rng_seed,
-      rng_key=checkpoints.key_data(rng),
-      clock=clock.state_dict(),
-      accumulated_eval_time=eval_watch.accumulated,
-      accumulated_logging_time=logging_watch.accumulated,
-      total_duration=total_duration,
-      eval_results=eval_results,
-      time_to_target=time_to_target,
-      train_state={k: train_state[k] for k in (
-          'validation_goal_reached', 'test_goal_reached', 'is_time_remaining',
-          'training_complete')},
-      preemption_count=config.preemption_count,
-      input_position=input_position,
-      log_rows=log_rows,
-  ))
+  def _set_up(self, dog: watchdog.HookWatchdog) -> None:
+    config, workload = self.config, self.workload
+    rng = jax.random.PRNGKey(config.rng_seed)
+    # A key from a single 32-bit seed has a zero half; splitting once mixes it.
+    rng, _ = jax.random.split(rng)
+    data_rng, opt_init_rng, model_init_rng, rng = jax.random.split(rng, 4)
+    # The next batches are built in a background thread while the device trains.
+    self.prefetcher = prefetch.Prefetcher(workload._build_input_queue(  # pylint: disable=protected-access
+        data_rng, 'train', data_dir=config.data_dir,
+        global_batch_size=config.global_batch_size))
+    # The submission's batches are counted: a checkpoint records the position.
+    self.input_queue = checkpoints.CountingIterator(self.prefetcher)
+    params, model_state = workload.init_model_fn(model_init_rng)
+    # Off the clock, but not unbounded: a trial may not hang here either.
+    self.hook = 'init_optimizer_state'
+    dog.watch(watchdog.wall_deadline(config.budget_sec + self.grace, self.now),
+              lambda hook: (f'{hook} did not return within the budget plus '
+                            f'{self.grace:.0f} s'))
+    optimizer_state = self.submission.init_optimizer_state(
+        self.fenced, params, model_state, config.hyperparameters, opt_init_rng)
+    dog.watch(None)
+    self.hook = None
+    params, model_state, optimizer_state = _replicate_unplaced(
+        (params, model_state, optimizer_state))
+    self.state = TrialState(
+        params=params, optimizer_state=optimizer_state, model_state=model_state,
+        rng_seed=config.rng_seed, rng_key=checkpoints.key_data(rng),
+        preemption_count=config.preemption_count)
+    self.step_keys = _StepKeys(rng)
+    self._restore()
+    if self.logger is not None:
+      workload.attach_metrics_logger(self.logger)
+    self.view = TrainStateView(self.state, self.clock.read)
+    # Once per trial: inspecting the signature every step costs ~10 us.
+    self.train_state_kwarg = ({'train_state': self.view}
+                              if self.submission.needs_train_state else {})
 
+  def _restore(self) -> None:
+    """Continues from ``config.resume_from_step``'s checkpoint, if any.
 
-def _stop_reason(train_state: Dict[str, Any], global_step: int,
-                 config: TrialConfig) -> str:
-  """Why the trial stops after this step ('' while it goes on)."""
-  if not train_state['is_time_remaining']:
-    return 'budget'
-  if train_state['validation_goal_reached'] and train_state['test_goal_reached']:
-    return 'targets'
-  if train_state['training_complete']:
-    reached_max = (config.max_global_steps is not None
-                   and global_step >= config.max_global_steps)
-    return 'max_global_steps' if reached_max else 'training_complete'
-  return ''
+    The train queue was rebuilt from the same data key, so discarding the
+    batches consumed before the checkpoint puts it where it was (a
+    deterministic replay, before the clock starts).
+    """
+    if self.checkpointer is None or self.config.resume_from_step is None:
+      return
+    fresh = self.state
+    restored = self.checkpointer.restore(
+        self.config.resume_from_step, params=fresh.params,
+        optimizer_state=fresh.optimizer_state, model_state=fresh.model_state,
+        rng_seed=self.config.rng_seed)
+    if restored.rng_key != fresh.rng_key:
+      raise checkpoints.CheckpointMismatchError(
+          f'Checkpoint {self.checkpointer.directory / str(self.config.resume_from_step)} '
+          'was written by a version of the runner that derives its random keys '
+          'differently; pass --overwrite to start the trial afresh.')
+    restored.preemption_count = self.config.preemption_count
+    self.input_queue.skip(restored.input_position)
+    self.state = restored
 
+  def _start(self) -> None:
+    """Starts the clock (or continues a restored trial's totals)."""
+    state = self.state
+    # Initialisation may still be running on the device: it is not timed.
+    block_until_ready((state.params, state.model_state, state.optimizer_state,
+                       self.step_keys(state.global_step)))
+    self.clock.load_state_dict({'accumulated': state.submission_time})
+    self.eval_watch.accumulated = state.eval_time
+    self.logging_watch.accumulated = state.logging_time
+    self.global_start = self.now() - state.total_duration
+    state.last_step_end_time = state.last_eval_time = self.now()
+    if self.config.resume_from_step is not None:
+      # The checkpoint was written right after an eval: the schedule goes on
+      # from there instead of evaluating again at once.
+      self.last_eval_end = self.now()
+      self.stop_reason = self._stop_reason()
+    self.clock.start()
+    self.last_sync = self.now()
 
-def _record_eval(logger: Any, result: EvalResult, global_step: int,
-                 preemption_count: int) -> None:
-  if logger is not None:
-    logger.append_scalar_metrics(result, global_step=global_step,
-                                 preemption_count=preemption_count,
-                                 is_eval=True)
+  # --- the loop ------------------------------------------------------------------
+
+  def _step(self) -> None:
+    """One ``data_selection`` + ``update_params``, on the running clock."""
+    state, config, submission = self.state, self.config, self.submission
+    select_rng, update_rng, _, _ = self.step_keys(state.global_step)
+    self.hook = 'data_selection'
+    batch = submission.data_selection(
+        self.fenced, self.input_queue, state.optimizer_state, state.params,
+        state.model_state, config.hyperparameters, state.global_step,
+        select_rng)
+    self.hook = 'update_params'
+    try:
+      (state.optimizer_state, state.params,
+       state.model_state) = submission.update_params(
+           workload=self.fenced,
+           current_param_container=state.params,
+           current_params_types=self.workload.model_params_types,
+           model_state=state.model_state,
+           hyperparameters=config.hyperparameters,
+           batch=batch,
+           loss_type=self.workload.loss_type,
+           optimizer_state=state.optimizer_state,
+           eval_results=state.eval_results,
+           global_step=state.global_step,
+           rng=update_rng,
+           **self.train_state_kwarg,
+       )
+    except spec.TrainingCompleteError:
+      # The state of the raising call is dropped (it was never assigned).
+      state.training_complete = True
+    self.hook = None
+    del batch
+    state.global_step += 1
+    if (config.max_global_steps is not None
+        and state.global_step >= config.max_global_steps):
+      state.training_complete = True
+    end = state.last_step_end_time = self.now()
+    # Unsynced, the reading can only be low: a spent budget is confirmed
+    # after waiting for the device, and the device is waited for at least
+    # every sync interval so it never falls far behind.
+    reading = self.clock.read()
+    if reading >= config.budget_sec or end - self.last_sync >= config.sync_interval_sec:
+      reading = self.clock.sync(self._outputs())
+      self.last_sync = self.now()
+    state.is_time_remaining = reading < config.budget_sec
+    self.listener.on_step(state.global_step, self.view)
+
+  def _outputs(self) -> Tuple[Any, Any, Any]:
+    state = self.state
+    return (state.optimizer_state, state.params, state.model_state)
+
+  def _eval_due(self) -> bool:
+    state = self.state
+    due = (self.last_eval_end is None
+           or state.last_step_end_time - self.last_eval_end
+           >= self.workload.eval_period_time_sec
+           or state.training_complete)
+    # Multi-host: every process follows process 0's clock and stop signal,
+    # or one would evaluate (or stop) while another trains, and both hang.
+    # One process: a no-op.
+    (due, state.is_time_remaining, state.training_complete) = distributed.agree(
+        (due, state.is_time_remaining, state.training_complete))
+    return due and state.is_time_remaining
+
+  def _pause_clock(self) -> None:
+    """Waits for the device and stops the clock; the exact total is recorded."""
+    self.clock.pause(self._outputs())
+    self.state.submission_time = self.clock.accumulated
+
+  def _prepare_for_eval(self) -> None:
+    """The submission's ``prepare_for_eval`` (on the clock), if it has one."""
+    prepare = self.submission.prepare_for_eval
+    if prepare is None:
+      return
+    state = self.state
+    self.clock.start()
+    self.hook = 'prepare_for_eval'
+    _, _, prep_rng, _ = self.step_keys(state.global_step - 1)
+    state.optimizer_state, state.params, state.model_state = prepare(
+        workload=self.fenced,
+        current_param_container=state.params,
+        current_params_types=self.workload.model_params_types,
+        model_state=state.model_state,
+        hyperparameters=self.config.hyperparameters,
+        loss_type=self.workload.loss_type,
+        optimizer_state=state.optimizer_state,
+        eval_results=state.eval_results,
+        global_step=state.global_step,
+        rng=prep_rng,
+    )
+    self.hook = None
+    self._pause_clock()
+    state.is_time_remaining = distributed.agree(  # Process 0's clock.
+        state.submission_time < self.config.budget_sec)
+
+  def _evaluate(self) -> None:
+    """prepare_for_eval, then (time permitting) an eval, its log row and a checkpoint."""
+    state = self.state
+    self._pause_clock()
+    self._prepare_for_eval()
+    # The budget is checked before each eval: nothing is evaluated past it.
+    if state.is_time_remaining:
+      _, _, _, eval_rng = self.step_keys(state.global_step - 1)
+      with self.eval_watch.measure():
+        result = dict(self.workload.eval_model(
+            self.config.eval_batch_size or self.workload.eval_batch_size,
+            state.params, state.model_state, eval_rng, self.config.data_dir,
+            self.config.imagenet_v2_data_dir, state.global_step))
+      self.last_eval_end = state.last_eval_time = self.now()
+      state.eval_time = self.eval_watch.accumulated
+      self._record(result)
+      self._save_checkpoint()
+
+  def _record(self, result: EvalResult) -> None:
+    """Targets, divergence, the eval row and the listeners (off every clock)."""
+    state, workload = self.state, self.workload
+    reached = workload.has_reached_validation_target(result)
+    if reached and state.time_to_target is None:
+      state.time_to_target = state.submission_time
+    state.validation_goal_reached |= reached
+    state.test_goal_reached |= workload.has_reached_test_target(result)
+    result.update({
+        'score': state.submission_time,
+        'total_duration': self.last_eval_end - self.global_start,
+        'accumulated_submission_time': state.submission_time,
+        'accumulated_eval_time': state.eval_time,
+        'accumulated_logging_time': state.logging_time,
+    })
+    state.eval_results.append((state.global_step, result))
+    bad = diverged_metric(result)
+    if bad is not None and not self.stop_reason:
+      self.stop_reason = 'diverged'
+      self.message = (f'{bad} is {float(result[bad])} at step '
+                      f'{state.global_step}: the trial cannot reach its target')
+    with self.logging_watch.measure():
+      if self.logger is not None:
+        self.logger.append_scalar_metrics(
+            result, global_step=state.global_step,
+            preemption_count=self.config.preemption_count, is_eval=True)
+      self.listener.on_eval(state.global_step, result, self.view)
+    state.logging_time = self.logging_watch.accumulated
+
+  def _save_checkpoint(self) -> None:
+    """Writes the trial's state (off every clock: it counts as no kind of time)."""
+    if self.checkpointer is None or not self.checkpointer.saving:
+      return
+    state, logger = self.state, self.logger
+    state.log_rows = None
+    if logger is not None and getattr(logger, 'enabled', True):
+      state.log_rows = {'measurements': logger.num_rows,
+                        'eval_measurements': logger.num_eval_rows}
+    state.input_position = self.input_queue.consumed
+    state.total_duration = self.now() - self.global_start
+    self.checkpointer.save(state)
+
+  def _stop_reason(self) -> str:
+    """Why the trial stops now ('' while it goes on)."""
+    state = self.state
+    if self.stop_reason:
+      return self.stop_reason
+    if not state.is_time_remaining:
+      return 'budget'
+    if state.validation_goal_reached and state.test_goal_reached:
+      return 'targets'
+    if state.training_complete:
+      max_steps = self.config.max_global_steps
+      reached_max = max_steps is not None and state.global_step >= max_steps
+      return 'max_global_steps' if reached_max else 'training_complete'
+    return ''
+
+  def _remaining(self) -> Optional[float]:
+    """Seconds until a running hook is stopped (None while the clock is paused)."""
+    if not self.clock.running:
+      return None
+    return self.config.budget_sec + self.grace - self.clock.read()
+
+  def _describe_timeout(self, hook: str) -> str:
+    return (f'{hook} did not return: the trial was stopped {self.grace:.0f} s '
+            f'after its budget of {self.config.budget_sec:.0f} s ran out')
+
+  def run(self, on_stuck: Optional[Callable[[str], None]] = None) -> TrialResult:
+    """Trains until a stop condition; returns how the trial ended."""
+    dog = watchdog.HookWatchdog(lambda: self.hook, on_stuck=on_stuck,
+                                hard_grace_sec=max(5.0, self.grace))
+    self.prefetcher = None
+    with dog:
+      try:
+        try:
+          self._set_up(dog)
+          self.listener.on_start(self.workload, self.config)
+          self._start()
+          dog.watch(self._remaining, self._describe_timeout)
+          while not self.stop_reason:
+            self._step()
+            if self._eval_due():
+              self._evaluate()  # Leaves the clock paused.
+            self.stop_reason = self._stop_reason()
+            if not self.stop_reason and not self.clock.running:
+              self.clock.start()
+              self.last_sync = self.now()
+              dog.poke()
+          self._stop_clock(wait=True)
+          dog.disarm()
+        except watchdog.HookTimeout as e:
+          # The hook was interrupted: its outputs never came, nothing to wait on.
+          self._stop_clock(wait=False)
+          self.stop_reason, self.message = 'budget', e.message
+          if self.state is not None:
+            self.state.is_time_remaining = False
+        except (KeyboardInterrupt, SubmissionFailure):
+          raise
+        except Exception as e:  # pylint: disable=broad-except
+          if self.hook is None:
+            raise  # The harness's own error: the traceback is the report.
+          raise SubmissionFailure(self.hook, self._step_or_zero(), e) from e
+      finally:
+        dog.disarm()
+        if self.prefetcher is not None:
+          self.prefetcher.close()  # No thread outlives the trial, crashed or not.
+        # A crash or Ctrl-C must not lose the rows buffered since the last eval.
+        if self.logger is not None:
+          self.logger.flush()
+    return self._finish()
+
+  def _stop_clock(self, wait: bool) -> None:
+    """Pauses the clock for good (after waiting for the device if ``wait``)."""
+    if self.clock.running:
+      self.clock.pause(self._outputs() if wait else None)
+      self.state.submission_time = self.clock.accumulated
+
+  def _step_or_zero(self) -> int:
+    return self.state.global_step if self.state is not None else 0
+
+  def _finish(self) -> TrialResult:
+    state = self.state
+    if state is None:  # Stopped in init_optimizer_state: nothing trained.
+      state = self.state = TrialState(
+          params=None, optimizer_state=None, model_state=None,
+          rng_seed=self.config.rng_seed, rng_key=[],
+          preemption_count=self.config.preemption_count,
+          is_time_remaining=False)
+    result = TrialResult(
+        stop_reason=self.stop_reason,
+        global_step=state.global_step,
+        accumulated_submission_time=state.submission_time,
+        accumulated_eval_time=self.eval_watch.accumulated,
+        accumulated_logging_time=self.logging_watch.accumulated,
+        total_duration=self.now() - self.global_start,
+        validation_goal_reached=state.validation_goal_reached,
+        test_goal_reached=state.test_goal_reached,
+        time_to_validation_target=state.time_to_target,
+        eval_results=state.eval_results,
+        message=self.message,
+    )
+    if self.logger is not None:
+      last_eval_step = state.eval_results[-1][0] if state.eval_results else None
+      # The last eval row already holds the final time when nothing ran after it.
+      if last_eval_step != state.global_step:
+        self.logger.append_scalar_metrics(
+            {'score': state.submission_time}, global_step=state.global_step,
+            preemption_count=self.config.preemption_count)
+      self.logger.finish()
+    self.listener.on_end(result)
+    return result
 
 
 def train_once(
@@ -235,6 +579,8 @@ def train_once(
     listener: Optional[Listener] = None,
     now: Callable[[], float] = time.perf_counter,
     checkpointer: Optional[checkpoints.TrialCheckpointer] = None,
+    sync: Callable[[Any], None] = block_until_ready,
+    on_stuck: Optional[Callable[[str], None]] = None,
 ) -> TrialResult:
   """Trains ``workload`` with ``submission`` until a stop condition; returns how it ended.
 
@@ -242,222 +588,25 @@ def train_once(
   and is attached to the workload as ``workload.metrics_logger``.
 
   The submission's hooks get one ``fence.FencedWorkload`` view of the workload
-  for the whole trial (the same object every call, so jit caches keyed on it
-  hit): it refuses what the rules forbid (input pipelines, evals, data). The
-  runner itself uses the workload for the input queue and evals.
+  for the whole trial: it refuses what the rules forbid (input pipelines,
+  evals, data). The runner itself uses the workload for the input queue and
+  evals.
 
   ``checkpointer`` (a ``checkpoints.TrialCheckpointer`` or None) saves the
   trial's state after each eval, off the clock; with
   ``config.resume_from_step`` set, the trial continues from that checkpoint.
+
+  ``now`` and ``sync`` (wait for the device) are the clock's; tests replace
+  them. ``on_stuck(message)`` runs, from another thread, just before the
+  process is ended because a hook is stuck in native code past its deadline.
+
+  Raises:
+    SubmissionFailure: a hook raised (the original error is its cause).
   """
-  listener = listener or Listener()
-  workload = fence.unwrap(workload)
-  fenced = fence.fence(workload)
-  rng = jax.random.PRNGKey(config.rng_seed)
-  # A key from a single 32-bit seed has a zero half; splitting once mixes it.
-  rng, _ = jax.random.split(rng)
-  data_rng, opt_init_rng, model_init_rng, rng = jax.random.split(rng, 4)
+  trial = _Trial(workload, submission, config, logger, listener or Listener(),
+                 now, checkpointer, sync)
+  return trial.run(on_stuck=on_stuck)
 
-  # The next batches are built in a background thread while the device trains.
-  input_queue = prefetcher = prefetch.Prefetcher(workload._build_input_queue(  # pylint: disable=protected-access
-      data_rng, 'train', data_dir=config.data_dir,
-      global_batch_size=config.global_batch_size))
-  params, model_state = workload.init_model_fn(model_init_rng)
-  optimizer_state = submission.init_optimizer_state(
-      fenced, params, model_state, config.hyperparameters, opt_init_rng)
-  params, model_state, optimizer_state = _replicate_unplaced(
-      (params, model_state, optimizer_state))
-  # The submission's batches are counted: a checkpoint records the position.
-  input_queue = checkpoints.CountingIterator(input_queue)
-  restored = _restore_checkpoint(checkpointer, config, rng, input_queue, params,
-                                 optimizer_state, model_state)
-  if restored is not None:
-    params, optimizer_state, model_state = (
-        restored.params, restored.optimizer_state, restored.model_state)
-  if logger is not None:
-    workload.attach_metrics_logger(logger)
 
-  train_state: Dict[str, Any] = {
-      'validation_goal_reached': False,
-      'test_goal_reached': False,
-      'is_time_remaining': True,
-      'last_eval_time': 0.0,
-      'training_complete': False,
-      'accumulated_submission_time': 0.0,
-      'accumulated_eval_time': 0.0,
-      'accumulated_logging_time': 0.0,
-      'last_step_end_time': None,
-  }
-  read_only_train_state = types.MappingProxyType(train_state)
-  # Once per trial: inspecting the signature every step costs ~10 us.
-  train_state_kwarg = ({'train_state': read_only_train_state}
-                       if submission.needs_train_state else {})
-  step_key_blocks = _StepKeys(rng)
-  eval_results: List[Tuple[int, EvalResult]] = []
-  eval_batch_size = config.eval_batch_size or workload.eval_batch_size
-  clock = SubmissionClock(now=now)
-  eval_watch = Stopwatch(now=now)
-  logging_watch = Stopwatch(now=now)
-  global_step = 0
-  last_eval_end: Optional[float] = None
-  time_to_target: Optional[float] = None
-  stop_reason = ''
-
-  listener.on_start(workload, config)
-  # Initialisation may still be running on the device: it is not timed.
-  clock.sync((params, model_state, optimizer_state))
-  global_start = now()
-  train_state['last_step_end_time'] = global_start
-  if restored is not None:
-    # The trial goes on from its saved totals; the downtime counts nowhere.
-    global_step = restored.global_step
-    clock.load_state_dict(restored.clock)
-    eval_watch.accumulated = restored.accumulated_eval_time
-    logging_watch.accumulated = restored.accumulated_logging_time
-    eval_results.extend(restored.eval_results)
-    time_to_target = restored.time_to_target
-    train_state.update(restored.train_state)
-    train_state.update(
-        accumulated_submission_time=clock.accumulated,
-        accumulated_eval_time=eval_watch.accumulated,
-        accumulated_logging_time=logging_watch.accumulated)
-    # The checkpoint was written right after an eval: the schedule goes on
-    # from there instead of evaluating again at once.
-    last_eval_end = global_start
-    train_state['last_eval_time'] = global_start
-    global_start -= restored.total_duration
-    stop_reason = _stop_reason(train_state, global_step, config)
-
-  try:
-    while not stop_reason:
-      step_keys = step_key_blocks(global_step)
-      select_rng, update_rng, prep_rng, eval_rng = step_keys
-      clock.resume(pending=step_keys)
-      batch = submission.data_selection(
-          fenced, input_queue, optimizer_state, params, model_state,
-          config.hyperparameters, global_step, select_rng)
-      try:
-        optimizer_state, params, model_state = submission.update_params(
-            workload=fenced,
-            current_param_container=params,
-            current_params_types=workload.model_params_types,
-            model_state=model_state,
-            hyperparameters=config.hyperparameters,
-            batch=batch,
-            loss_type=workload.loss_type,
-            optimizer_state=optimizer_state,
-            eval_results=eval_results,
-            global_step=global_step,
-            rng=update_rng,
-            **train_state_kwarg,
-        )
-      except spec.TrainingCompleteError:
-        # The state of the raising call is dropped (we never assigned it).
-        train_state['training_complete'] = True
-      del batch
-      clock.pause((optimizer_state, params, model_state))
-      global_step += 1
-      if config.max_global_steps is not None and (
-          global_step >= config.max_global_steps):
-        train_state['training_complete'] = True
-
-      step_end = now()
-      train_state['accumulated_submission_time'] = clock.accumulated
-      train_state['is_time_remaining'] = clock.accumulated < config.budget_sec
-      listener.on_step(global_step, train_state)
-
-      eval_due = (last_eval_end is None
-                  or step_end - last_eval_end >= workload.eval_period_time_sec
-                  or train_state['training_complete'])
-      # Multi-host: every process follows process 0's clock and stop signal,
-      # or one would evaluate (or stop) while another trains, and both hang.
-      # One process: a no-op.
-      decisions = distributed.agree((eval_due, train_state['is_time_remaining'],
-                                     train_state['training_complete']))
-      (eval_due, train_state['is_time_remaining'],
-       train_state['training_complete']) = decisions
-      if eval_due and train_state['is_time_remaining']:
-        if submission.prepare_for_eval is not None:
-          clock.resume()
-          optimizer_state, params, model_state = submission.prepare_for_eval(
-              workload=fenced,
-              current_param_container=params,
-              current_params_types=workload.model_params_types,
-              model_state=model_state,
-              hyperparameters=config.hyperparameters,
-              loss_type=workload.loss_type,
-              optimizer_state=optimizer_state,
-              eval_results=eval_results,
-              global_step=global_step,
-              rng=prep_rng,
-          )
-          clock.pause((optimizer_state, params, model_state))
-          train_state['accumulated_submission_time'] = clock.accumulated
-          train_state['is_time_remaining'] = distributed.agree(  # Process 0's clock.
-              clock.accumulated < config.budget_sec)
-
-        # The budget is checked before each eval: nothing is evaluated past it.
-        if train_state['is_time_remaining']:
-          with eval_watch.measure():
-            result = dict(workload.eval_model(
-                eval_batch_size, params, model_state, eval_rng, config.data_dir,
-                None, global_step))
-          last_eval_end = now()
-          train_state['last_eval_time'] = last_eval_end
-          train_state['accumulated_eval_time'] = eval_watch.accumulated
-          val_hit = workload.has_reached_validation_target(result)
-          if val_hit and time_to_target is None:
-            time_to_target = clock.accumulated
-          train_state['validation_goal_reached'] |= val_hit
-          train_state['test_goal_reached'] |= workload.has_reached_test_target(
-              result)
-          result.update({
-              'score': clock.accumulated,
-              'total_duration': last_eval_end - global_start,
-              'accumulated_submission_time': clock.accumulated,
-              'accumulated_eval_time': eval_watch.accumulated,
-              'accumulated_logging_time': logging_watch.accumulated,
-          })
-          eval_results.append((global_step, result))
-          with logging_watch.measure():
-            _record_eval(logger, result, global_step, config.preemption_count)
-            listener.on_eval(global_step, result, train_state)
-          train_state['accumulated_logging_time'] = logging_watch.accumulated
-          _save_checkpoint(
-              checkpointer, global_step=global_step, params=params,
-              optimizer_state=optimizer_state, model_state=model_state,
-              config=config, rng=rng, clock=clock, eval_watch=eval_watch,
-              logging_watch=logging_watch, total_duration=now() - global_start,
-              eval_results=eval_results, time_to_target=time_to_target,
-              train_state=train_state, input_position=input_queue.consumed,
-              logger=logger)
-
-      stop_reason = _stop_reason(train_state, global_step, config)
-      # Everything since the step ended (eval, logging, progress) stays off the clock.
-      train_state['last_step_end_time'] = now()
-
-  finally:
-    prefetcher.close()  # No thread outlives the trial, crashed or not.
-    # A crash or Ctrl-C must not lose the rows buffered since the last eval.
-    if logger is not None:
-      logger.flush()
-
-  result = TrialResult(
-      stop_reason=stop_reason,
-      global_step=global_step,
-      accumulated_submission_time=clock.accumulated,
-      accumulated_eval_time=eval_watch.accumulated,
-      accumulated_logging_time=logging_watch.accumulated,
-      total_duration=now() - global_start,
-      validation_goal_reached=train_state['validation_goal_reached'],
-      test_goal_reached=train_state['test_goal_reached'],
-      time_to_validation_target=time_to_target,
-      eval_results=eval_results,
-  )
-  if logger is not None:
-    logger.append_scalar_metrics({'score': clock.accumulated},
-                                 global_step=global_step,
-                                 preemption_count=config.preemption_count)
-    logger.finish()
-  listener.on_end(result)
-  return result
+__all__ = ['DEFAULT_SYNC_INTERVAL_SEC', 'Listener', 'SubmissionFailure',
+           'TrialConfig', 'TrialResult', 'diverged_metric', 'train_once']

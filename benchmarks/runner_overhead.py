@@ -215,7 +215,7 @@ def run_runner(workload: spec.Workload, submission: Submission,
         update_params=phases.timed('update', submission.update_params))
     runner.SubmissionClock = functools.partial(
         clock.SubmissionClock,
-        sync=phases.timed('clock sync', clock.block_until_ready))
+        sync_fn=phases.timed('clock sync', clock.block_until_ready))
   config = runner.TrialConfig(
       global_batch_size=batch_size, hyperparameters=hyperparameters,
       rng_seed=seed, budget_sec=1e9, eval_batch_size=workload.eval_batch_size,

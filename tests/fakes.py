@@ -23,8 +23,12 @@ class ToyWorkload(spec.Workload):
 
   def __init__(self, *, validation_target: float = 0.5, test_target: float = 0.5,
                budget: float = 1e9, eval_period: float = 0.0,
-               eval_sleep: float = 0.0, eval_batch_size: int = 8):
+               eval_sleep: float = 0.0, eval_batch_size: int = 8,
+               eval_loss=None):
     super().__init__()
+    # eval_loss(global_step) -> the eval's train/validation/test loss (None:
+    # no loss in the results).
+    self._eval_loss = eval_loss
     self._val_target = validation_target
     self._test_target = test_target
     self._budget = budget
@@ -119,9 +123,14 @@ class ToyWorkload(spec.Workload):
       time.sleep(self._eval_sleep)
     self.eval_calls.append(global_step)
     acc = min(1.0, global_step / 10)
-    return {'train/accuracy': acc, 'validation/accuracy': acc,
-            'test/accuracy': acc, 'validation/num_examples': 16,
-            'test/num_examples': 16}
+    result = {'train/accuracy': acc, 'validation/accuracy': acc,
+              'test/accuracy': acc, 'validation/num_examples': 16,
+              'test/num_examples': 16}
+    if self._eval_loss is not None:
+      loss = self._eval_loss(global_step)
+      result.update({'train/loss': loss, 'validation/loss': loss,
+                     'test/loss': loss})
+    return result
 
 
 def _sgd_step(params, batch):

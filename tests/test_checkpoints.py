@@ -21,7 +21,7 @@ import optax
 import pytest
 
 from algoperf import checkpoints, jax_sharding_utils
-from algoperf.runner import Listener, TrialConfig, train_once
+from algoperf.runner import Listener, SubmissionFailure, TrialConfig, train_once
 from tests.fakes import ToyWorkload, make_submission
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,13 +31,11 @@ def _state(step, params, optimizer_state, model_state=None, **kw):
   base = dict(
       global_step=step, params=params, optimizer_state=optimizer_state,
       model_state=model_state if model_state is not None else {}, rng_seed=0,
-      rng_key=[0, 1], clock={'accumulated': 1.5 * step},
-      accumulated_eval_time=0.25, accumulated_logging_time=0.125,
+      rng_key=[0, 1], submission_time=1.5 * step,
+      eval_time=0.25, logging_time=0.125,
       total_duration=2.0 * step,
       eval_results=[(1, {'validation/accuracy': np.float32(0.5), 'note': 'x'})],
       time_to_target=None,
-      train_state={'validation_goal_reached': False, 'test_goal_reached': False,
-                   'is_time_remaining': True, 'training_complete': False},
       preemption_count=0, input_position=3 * step,
       log_rows={'measurements': step, 'eval_measurements': 1})
   base.update(kw)
@@ -84,7 +82,7 @@ def test_round_trip_restores_every_leaf_with_the_template_placement(tmp_path):
   assert jax.random.key_data(got.model_state['key']).tolist() == (
       jax.random.key_data(jax.random.key(1)).tolist())
   assert got.global_step == 7 and got.input_position == 21
-  assert got.clock == {'accumulated': 10.5}
+  assert got.submission_time == 10.5
   assert got.eval_results == [(1, {'validation/accuracy': 0.5, 'note': 'x'})]
   assert got.log_rows == {'measurements': 7, 'eval_measurements': 1}
 
@@ -216,7 +214,7 @@ def test_runner_resume_matches_an_uninterrupted_trial(tmp_path):
 
   # eval_period 0: every step is evaluated and checkpointed (steps 1..6).
   with checkpoints.TrialCheckpointer(tmp_path / 'b') as ckpt:
-    with pytest.raises(_Crash):
+    with pytest.raises(SubmissionFailure):
       train_once(ToyWorkload(validation_target=2.0, test_target=2.0),
                  make_submission(update_hook=crash_at_six), config,
                  checkpointer=ckpt)

@@ -15,7 +15,9 @@ def test_both_loops_run_and_the_profile_splits_the_runner_step():
   rate, split = bench.run_runner(*args, seed=0, profile=True)
   assert bare > 0 and rate > 0
   assert set(split) == set(bench.PHASES)
-  assert split['clock sync'] > 0 and split['update'] > 0 and split['data'] > 0
+  # The clock waits for the device only at evals and every second: maybe
+  # never within three steps.
+  assert split['clock sync'] >= 0 and split['update'] > 0 and split['data'] > 0
   # The split accounts for the whole step (other = the remainder, >= 0 up to
   # clock resolution).
   assert abs(sum(split.values()) - 1 / rate) < 1e-6
