@@ -11,10 +11,13 @@ the other's logs)::
       measurements.csv          every logged row (evals and submission scalars)
       eval_measurements.csv     one row per eval; what scoring reads
 
-``p`` is the preemption count. Every file goes through ``atomic_write_text``:
+``p`` is the preemption count. JSON files go through ``atomic_write_text``:
 a run killed mid-write (preemption, OOM, Ctrl-C) leaves either the old file or
-the new one, never a truncated one, so a resumed run and the scorer can always
-read what is there.
+the new one, never a truncated one. The CSVs grow by appending (one write and
+an fsync per flush, so a killed process leaves complete rows only; a row cut
+short by an OS crash or a full disk is removed when the file is next opened)
+and are rewritten atomically only when a new column appears. A resumed run and
+the scorer can always read what is there.
 
 This module imports no JAX: the scorer and the CLI use it too, and it must
 stay cheap to import.
@@ -33,7 +36,7 @@ import pathlib
 import re
 import shutil
 import tempfile
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -313,41 +316,181 @@ def _format_cell(value: Union[None, bool, int, float, str]) -> str:
   return str(value)
 
 
-def _read_csv_rows(path: pathlib.Path) -> List[Dict[str, str]]:
-  """Rows of a CSV file as dicts of raw strings (empty list if absent)."""
-  if not path.exists():
-    return []
-  with open(path, newline='', encoding='utf-8') as f:
-    rows = []
-    for row in csv.DictReader(f):
-      # csv puts surplus cells under the key None; they have no column.
-      row.pop(None, None)
-      rows.append({k: ('' if v is None else v) for k, v in row.items()})
-    return rows
+def _scan_records(data: bytes) -> Tuple[int, int, int]:
+  """(records, end of the first record, end of the last complete record) in ``data``.
+
+  A record ends at a newline outside quotes; with the ``csv`` module's
+  quoting (a quote inside a quoted cell is doubled) that is a newline after an
+  even number of quotes since the record began. Records are counted as
+  ``csv.reader`` yields them (a blank line is a record), as
+  ``checkpoints.rewind_logs`` counts them. Bytes after the last complete record
+  are a row cut off mid-write.
+  """
+  if b'"' not in data:  # The usual case: numbers and plain names only.
+    last_end = data.rfind(b'\n') + 1
+    return data.count(b'\n', 0, last_end), data.find(b'\n') + 1, last_end
+  count = first_end = last_end = 0
+  start, odd = 0, False
+  while True:
+    newline = data.find(b'\n', start)
+    if newline < 0:
+      return count, first_end, last_end
+    odd ^= bool(data.count(b'"', start, newline) & 1)
+    start = newline + 1
+    if not odd:
+      count += 1
+      last_end = start
+      first_end = first_end or start
 
 
-def _rows_to_csv_text(rows: List[Dict[str, str]]) -> str:
-  columns = sorted({key for row in rows for key in row})
+def _csv_text(rows: List[List[str]]) -> str:
   buffer = io.StringIO()
-  writer = csv.DictWriter(buffer, fieldnames=columns, restval='', lineterminator='\n')
-  writer.writeheader()
-  writer.writerows(rows)
+  csv.writer(buffer, lineterminator='\n').writerows(rows)
   return buffer.getvalue()
 
 
+class _CsvLog:
+  """One CSV log file that grows by appending.
+
+  Holds only the header, the row count, the file's size and the rows not yet
+  written. ``flush()`` appends the pending rows with one ``os.write`` on an
+  ``O_APPEND`` descriptor and fsyncs: a process killed between flushes leaves
+  complete rows only. A pending row with a column the header lacks makes the
+  flush rewrite the file once (atomically), with the sorted union of the
+  columns as header and empty cells where old rows have none.
+  """
+
+  def __init__(self, path: pathlib.Path) -> None:
+    self.path = path
+    self.columns: Optional[List[str]] = None  # None: no header written yet.
+    self._column_set: frozenset = frozenset()
+    self.num_rows = 0  # Rows in the file (header excluded).
+    self.size = 0  # Bytes in the file as this object last left it.
+    self.pending: List[Dict[str, str]] = []
+    self._load()
+
+  def _set_columns(self, columns: Optional[List[str]]) -> None:
+    self.columns = columns
+    self._column_set = frozenset(columns or ())
+
+  def _load(self) -> None:
+    """Reads the header and counts the rows; removes a cut-off last row first."""
+    self._set_columns(None)
+    self.num_rows = self.size = 0
+    try:
+      data = self.path.read_bytes()
+    except FileNotFoundError:
+      return
+    count, first_end, last_end = _scan_records(data)
+    if last_end < len(data):
+      # An OS crash or a full disk cut the last write short. The rows before
+      # it are intact; the partial one would glue itself to the next row.
+      logging.warning('%s ends in an incomplete row (%d bytes without a line '
+                      'end, cut off mid-write); removing it.', self.path,
+                      len(data) - last_end)
+      with open(self.path, 'r+b') as f:
+        f.truncate(last_end)
+        f.flush()
+        os.fsync(f.fileno())
+    self.size = last_end
+    if count:
+      header = data[:first_end].decode('utf-8')
+      self._set_columns(next(csv.reader(io.StringIO(header, newline='')), []))
+      self.num_rows = count - 1
+
+  def flush(self) -> None:
+    """Writes the pending rows; on an error they stay pending and the file as it was."""
+    if not self.pending:
+      return
+    try:
+      actual: Optional[int] = os.stat(self.path).st_size
+    except FileNotFoundError:
+      actual = None
+    if (actual or 0) != self.size:
+      logging.warning('%s was changed by someone else (%s bytes, expected %d); '
+                      'reading it again.', self.path, actual, self.size)
+      self._load()
+    keys = set()
+    for row in self.pending:
+      keys.update(row)
+    if self.columns is None:
+      columns = sorted(keys)
+      self._append(_csv_text([columns] + self._cells(columns)).encode('utf-8'))
+      self._set_columns(columns)
+    elif keys <= self._column_set:
+      self._append(_csv_text(self._cells(self.columns)).encode('utf-8'))
+    else:
+      self._rewrite(sorted(self._column_set | keys))
+    self.num_rows += len(self.pending)
+    self.pending = []
+
+  def _cells(self, columns: List[str]) -> List[List[str]]:
+    return [[row.get(c, '') for c in columns] for row in self.pending]
+
+  def _append(self, data: bytes) -> None:
+    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                 0o666)
+    try:
+      try:
+        view, written = memoryview(data), 0
+        while written < len(data):  # One write, unless the kernel takes less.
+          written += os.write(fd, view[written:])
+        os.fsync(fd)
+      except BaseException:
+        # A half-written row must not stay for the next flush to glue onto;
+        # the rows stay pending, and the file is as the last flush left it.
+        try:
+          if os.fstat(fd).st_size != self.size:
+            os.ftruncate(fd, self.size)
+        except OSError:
+          pass
+        raise
+    finally:
+      os.close(fd)
+    if self.size == 0:
+      _fsync_dir(self.path.parent)  # The file is new: make its name durable.
+    self.size += len(data)
+
+  def _rewrite(self, columns: List[str]) -> None:
+    old_columns = self.columns or []
+    rows: List[List[str]] = [columns]
+    if self.size:
+      with open(self.path, newline='', encoding='utf-8') as f:
+        records = csv.reader(f)
+        next(records, None)  # The old header.
+        for record in records:
+          # Missing cells are padded; surplus cells have no column and go.
+          cells = dict(zip(old_columns, record))
+          rows.append([cells.get(c, '') for c in columns])
+    old_count = len(rows) - 1
+    rows.extend(self._cells(columns))
+    text = _csv_text(rows)
+    atomic_write_text(self.path, text)
+    self._set_columns(columns)
+    self.num_rows = old_count
+    self.size = len(text.encode('utf-8'))
+
+
 class MetricsLogger:
-  """Collects scalar rows and writes ``measurements.csv`` and ``eval_measurements.csv``.
+  """Collects scalar rows and appends them to ``measurements.csv`` and ``eval_measurements.csv``.
 
   Submissions call ``workload.metrics_logger.append_scalar_metrics(metrics,
   global_step)`` from inside the timed ``update_params``, so that call only
   converts the values and keeps the row in memory; ``flush()`` (the runner
-  calls it off the clock, at each eval and at the end) rewrites the files.
-  Eval rows (``is_eval=True``) come from the runner, off the clock, and are
-  written at once.
+  calls it off the clock, at each eval and at the end) appends the rows kept
+  since the last flush. Eval rows (``is_eval=True``) come from the runner, off
+  the clock, and are written at once, to both files.
 
   Columns are the sorted union of all keys seen, as in the reference logs;
-  missing cells are empty. If the trial folder already has CSVs (a resumed
-  trial) their rows are kept, byte for byte, and new rows follow them.
+  missing cells are empty. A row with a new column rewrites its file once
+  (atomically, old rows padded with empty cells); otherwise rows are appended
+  with one write and an fsync per flush, so a killed process leaves complete
+  rows only, and a flush costs the new rows, not the whole file. Only the
+  header and row counts stay in memory.
+
+  If the trial folder already has CSVs (a resumed trial) their rows are kept,
+  byte for byte, and new rows follow them; a last line without a line end (an
+  OS crash or a full disk cut it short) is removed first.
 
   On multi-host runs only process 0 should write: give the other processes a
   logger with ``enabled=False`` (it converts values but writes nothing).
@@ -372,24 +515,26 @@ class MetricsLogger:
     self.enabled = enabled
     self.measurements_path = self.trial_dir / MEASUREMENTS_FILE
     self.eval_measurements_path = self.trial_dir / EVAL_MEASUREMENTS_FILE
+    self._log: Optional[_CsvLog] = None
+    self._eval_log: Optional[_CsvLog] = None
     if enabled:
       self.trial_dir.mkdir(parents=True, exist_ok=True)
-      self._rows = _read_csv_rows(self.measurements_path)
-      self._eval_rows = _read_csv_rows(self.eval_measurements_path)
-    else:
-      self._rows, self._eval_rows = [], []
-    self._dirty = False
-    self._eval_dirty = False
+      self._log = _CsvLog(self.measurements_path)
+      self._eval_log = _CsvLog(self.eval_measurements_path)
 
   @property
   def num_rows(self) -> int:
     """How many rows ``measurements.csv`` holds once flushed."""
-    return len(self._rows)
+    if self._log is None:
+      return 0
+    return self._log.num_rows + len(self._log.pending)
 
   @property
   def num_eval_rows(self) -> int:
     """How many rows ``eval_measurements.csv`` holds once flushed."""
-    return len(self._eval_rows)
+    if self._eval_log is None:
+      return 0
+    return self._eval_log.num_rows + len(self._eval_log.pending)
 
   def append_scalar_metrics(
       self,
@@ -402,7 +547,7 @@ class MetricsLogger:
 
     ``metrics`` itself is not modified. ``preemption_count=None`` means the
     logger's current ``preemption_count``. Non-eval rows stay in memory until
-    ``flush()``; eval rows go to both files immediately.
+    ``flush()`` (no file is touched); eval rows go to both files immediately.
 
     Raises:
       ValueError/TypeError: a value is not a scalar.
@@ -412,27 +557,19 @@ class MetricsLogger:
     if preemption_count is None:
       preemption_count = self.preemption_count
     row['preemption_count'] = str(int(preemption_count))
-    if not self.enabled:
+    if self._log is None or self._eval_log is None:
       return
-    self._rows.append(row)
-    self._dirty = True
+    self._log.pending.append(row)
     if is_eval:
-      self._eval_rows.append(dict(row))
-      self._eval_dirty = True
+      self._eval_log.pending.append(row)  # Rows are never modified: share it.
       self.flush()
 
   def flush(self) -> None:
-    """Rewrites the CSV files that have new rows (atomically)."""
-    if not self.enabled:
+    """Appends the rows kept since the last flush to their files."""
+    if self._log is None or self._eval_log is None:
       return
-    if self._dirty:
-      atomic_write_text(self.measurements_path, _rows_to_csv_text(self._rows))
-      self._dirty = False
-    if self._eval_dirty:
-      atomic_write_text(
-          self.eval_measurements_path, _rows_to_csv_text(self._eval_rows)
-      )
-      self._eval_dirty = False
+    self._log.flush()
+    self._eval_log.flush()
 
   def finish(self) -> None:
     """Writes everything still buffered; call once at the end of the trial."""

@@ -301,8 +301,241 @@ def test_disabled_logger_writes_nothing(tmp_path):
   assert not (tmp_path / 'trial_1').exists()
 
 
+def _raw(path):
+  return pathlib.Path(path).read_bytes()
+
+
+def test_flush_appends_and_keeps_earlier_bytes(tmp_path):
+  logger = recorder.MetricsLogger(tmp_path)
+  logger.append_scalar_metrics({'loss': 1.0}, 1)
+  logger.append_scalar_metrics({'loss': 0.5}, 1, is_eval=True)
+  path = tmp_path / 'measurements.csv'
+  before, inode = _raw(path), os.stat(path).st_ino
+  for step in range(2, 5):
+    logger.append_scalar_metrics({'loss': 1.0 / step}, step)
+  logger.flush()
+  after = _raw(path)
+  assert after.startswith(before) and after.count(b'\n') == before.count(b'\n') + 3
+  assert os.stat(path).st_ino == inode  # Appended in place, not rewritten.
+  assert logger.num_rows == 5 and logger.num_eval_rows == 1
+
+
+def test_each_flush_is_one_write_per_file_on_an_append_descriptor(tmp_path, monkeypatch):
+  logger = recorder.MetricsLogger(tmp_path)
+  logger.append_scalar_metrics({'loss': 1.0}, 0, is_eval=True)  # Headers exist.
+  calls = []
+  real_write, real_fsync = os.write, os.fsync
+
+  def write(fd, data):
+    import fcntl  # pylint: disable=import-outside-toplevel
+    calls.append(('write', bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND),
+                  bytes(data)))
+    return real_write(fd, data)
+
+  def fsync(fd):
+    calls.append(('fsync',))
+    return real_fsync(fd)
+
+  monkeypatch.setattr(os, 'write', write)
+  monkeypatch.setattr(os, 'fsync', fsync)
+  for step in range(1, 11):
+    logger.append_scalar_metrics({'loss': 1.0 / step}, step)
+  assert calls == []  # Buffering touches no file.
+  logger.append_scalar_metrics({'loss': 0.1}, 11, is_eval=True)
+  writes = [c for c in calls if c[0] == 'write']
+  assert len(writes) == 2 and all(append for _, append, _ in writes)
+  assert writes[0][2].count(b'\n') == 11 and writes[1][2].count(b'\n') == 1
+  assert calls[1] == ('fsync',) and calls[3] == ('fsync',)  # Each write synced.
+  calls.clear()
+  logger.flush()  # Nothing pending: nothing written.
+  assert calls == []
+
+
+def test_new_column_rewrites_once_with_padded_cells(tmp_path):
+  logger = recorder.MetricsLogger(tmp_path)
+  logger.append_scalar_metrics({'loss': 1.0}, 1)
+  logger.append_scalar_metrics({'loss': 0.9}, 2)
+  logger.flush()
+  path = tmp_path / 'measurements.csv'
+  assert path.read_text() == (
+      'global_step,loss,preemption_count\n1,1.0,0\n2,0.9,0\n')
+  logger.append_scalar_metrics({'lr': 0.1, 'loss': 0.8}, 3)
+  logger.flush()
+  assert path.read_text() == (
+      'global_step,loss,lr,preemption_count\n'
+      '1,1.0,,0\n2,0.9,,0\n3,0.8,0.1,0\n')
+  assert _tmp_files(tmp_path) == []
+  before, inode = _raw(path), os.stat(path).st_ino
+  logger.append_scalar_metrics({'loss': 0.7}, 4)  # Known columns: appended.
+  logger.flush()
+  assert _raw(path) == before + b'4,0.7,,0\n'
+  assert os.stat(path).st_ino == inode
+  assert logger.num_rows == 4
+
+
+def test_resumed_file_with_unsorted_header_gets_rows_in_its_order(tmp_path):
+  path = tmp_path / 'eval_measurements.csv'
+  path.write_text('score,global_step,preemption_count\n0.5,1,0\n')
+  logger = recorder.MetricsLogger(tmp_path)
+  logger.append_scalar_metrics({'score': 0.75}, 2, is_eval=True)
+  assert path.read_text() == (
+      'score,global_step,preemption_count\n0.5,1,0\n0.75,2,0\n')
+
+
+def test_partial_last_line_is_removed_on_open(tmp_path, caplog):
+  first = recorder.MetricsLogger(tmp_path)
+  for step in range(3):
+    first.append_scalar_metrics({'validation/loss': 1.0 / (step + 1)}, step,
+                                is_eval=True)
+  path = tmp_path / 'eval_measurements.csv'
+  complete = _raw(path)
+  with open(path, 'ab') as f:  # An OS crash cut the next row short.
+    f.write(b'0.2')
+  resumed = recorder.MetricsLogger(tmp_path, preemption_count=1)
+  assert _raw(path) == complete  # Earlier rows kept byte for byte.
+  assert resumed.num_eval_rows == 3 and resumed.num_rows == 3
+  assert 'incomplete row' in caplog.text
+  resumed.append_scalar_metrics({'validation/loss': 0.2}, 3, is_eval=True)
+  assert _raw(path).startswith(complete)
+  rows = recorder.read_eval_measurements(path)
+  assert [(r['global_step'], r['preemption_count']) for r in rows] == [
+      (0, 0), (1, 0), (2, 0), (3, 1)]
+
+
+def test_header_cut_short_is_removed_on_open(tmp_path):
+  (tmp_path / 'measurements.csv').write_bytes(b'global_st')
+  logger = recorder.MetricsLogger(tmp_path)
+  assert logger.num_rows == 0
+  logger.append_scalar_metrics({'loss': 1.0}, 1)
+  logger.flush()
+  assert (tmp_path / 'measurements.csv').read_text() == (
+      'global_step,loss,preemption_count\n1,1.0,0\n')
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+from algoperf import recorder
+logger = recorder.MetricsLogger(sys.argv[1])
+for step in range(1, 51):
+  logger.append_scalar_metrics({'loss': 1.0 / step, 'lr': 0.1}, step)
+  if step % 10 == 0:
+    logger.append_scalar_metrics({'validation/loss': 2.0 / step}, step,
+                                 is_eval=True)
+for step in range(51, 56):  # Buffered, never flushed: lost with the process.
+  logger.append_scalar_metrics({'loss': 1.0 / step}, step)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_killed_process_leaves_complete_rows_and_resume_continues(tmp_path):
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  proc = subprocess.run([sys.executable, '-c', _KILLED_WRITER, str(tmp_path)],
+                        cwd=repo, capture_output=True, text=True, check=False)
+  assert proc.returncode == -9, proc.stderr
+  measurements = tmp_path / 'measurements.csv'
+  assert _raw(measurements).endswith(b'\n')
+  rows = recorder.read_eval_measurements(measurements)
+  assert len(rows) == 55  # 50 training rows and 5 eval rows, all complete.
+  assert all(r['global_step'] is not None and r['preemption_count'] == 0
+             for r in rows)
+  assert len(recorder.read_eval_measurements(tmp_path)) == 5
+  # An OS crash in the middle of a later flush would also leave a partial row.
+  with open(measurements, 'ab') as f:
+    f.write(b'51,0.0196')
+  resumed = recorder.MetricsLogger(tmp_path, preemption_count=1)
+  assert resumed.num_rows == 55 and resumed.num_eval_rows == 5
+  resumed.append_scalar_metrics({'loss': 0.02}, 51)
+  resumed.append_scalar_metrics({'validation/loss': 0.03}, 51, is_eval=True)
+  rows = recorder.read_eval_measurements(measurements)
+  assert len(rows) == 57
+  assert [(r['global_step'], r['preemption_count'], r['loss'])
+          for r in rows[-2:]] == [(51, 1, 0.02), (51, 1, None)]
+
+
+def test_failed_write_keeps_the_file_and_the_rows(tmp_path, monkeypatch):
+  logger = recorder.MetricsLogger(tmp_path)
+  logger.append_scalar_metrics({'loss': 1.0}, 1, is_eval=True)
+  path = tmp_path / 'measurements.csv'
+  before = _raw(path)
+  real_write = os.write
+
+  def disk_full(fd, data):
+    real_write(fd, bytes(data)[:5])  # Half a row reaches the disk...
+    raise OSError(28, 'No space left on device')
+
+  monkeypatch.setattr(os, 'write', disk_full)
+  logger.append_scalar_metrics({'loss': 0.5}, 2)
+  with pytest.raises(OSError):
+    logger.flush()
+  assert _raw(path) == before  # ...and is taken back.
+  assert logger.num_rows == 2  # The row is still pending.
+  monkeypatch.setattr(os, 'write', real_write)
+  logger.flush()
+  assert [r['loss'] for r in recorder.read_eval_measurements(path)] == [1.0, 0.5]
+
+
+def test_row_counts_survive_quoted_cells(tmp_path):
+  logger = recorder.MetricsLogger(tmp_path)
+  assert logger.num_rows == 0 and logger.num_eval_rows == 0
+  logger.append_scalar_metrics({'note': 'a, "b"\nc'}, 1)
+  logger.append_scalar_metrics({'note': 'plain'}, 2)
+  assert logger.num_rows == 2 and logger.num_eval_rows == 0  # Pending count.
+  logger.append_scalar_metrics({'validation/loss': 0.5, 'note': '"x\n'}, 2,
+                               is_eval=True)
+  assert logger.num_rows == 3 and logger.num_eval_rows == 1
+  assert logger._log.pending == [] and logger._eval_log.pending == []  # pylint: disable=protected-access
+  again = recorder.MetricsLogger(tmp_path)
+  assert again.num_rows == 3 and again.num_eval_rows == 1
+  with open(tmp_path / 'measurements.csv', newline='') as f:
+    assert sum(1 for _ in csv.reader(f)) == 4  # How checkpoints count rows.
+  rows = recorder.read_eval_measurements(tmp_path / 'measurements.csv')
+  assert [r['note'] for r in rows] == ['a, "b"\nc', 'plain', '"x\n']
+
+
+def test_logger_continues_after_rewind_to_checkpoint(tmp_path):
+  checkpoints = pytest.importorskip('algoperf.checkpoints')
+  first = recorder.MetricsLogger(tmp_path)
+  for step in range(1, 7):
+    first.append_scalar_metrics({'loss': 1.0 / step}, step)
+    if step % 2 == 0:
+      first.append_scalar_metrics({'validation/loss': 1.0 / step}, step,
+                                  is_eval=True)
+  first.finish()
+  assert first.num_rows == 9 and first.num_eval_rows == 3
+  # The checkpoint was taken after the eval of step 4: 6 and 2 rows.
+  assert checkpoints.rewind_logs(
+      tmp_path, {'measurements': 6, 'eval_measurements': 2},
+      tmp_path / 'attempt_0')
+  resumed = recorder.MetricsLogger(tmp_path, preemption_count=1)
+  assert resumed.num_rows == 6 and resumed.num_eval_rows == 2
+  resumed.append_scalar_metrics({'loss': 0.2, 'lr': 0.1}, 5)  # A new column.
+  resumed.append_scalar_metrics({'validation/loss': 0.2}, 6, is_eval=True)
+  rows = recorder.read_eval_measurements(tmp_path / 'measurements.csv')
+  assert [(r['global_step'], r['preemption_count']) for r in rows] == [
+      (1, 0), (2, 0), (2, 0), (3, 0), (4, 0), (4, 0), (5, 1), (6, 1)]
+  assert [r['lr'] for r in rows] == [None] * 6 + [0.1, None]
+  evals = recorder.read_eval_measurements(tmp_path)
+  assert [r['global_step'] for r in evals] == [2, 4, 6]
+
+
+def test_file_cut_under_an_open_logger_is_read_again(tmp_path, caplog):
+  logger = recorder.MetricsLogger(tmp_path)
+  for step in range(1, 4):
+    logger.append_scalar_metrics({'validation/loss': 1.0 / step}, step,
+                                 is_eval=True)
+  path = tmp_path / 'eval_measurements.csv'
+  lines = path.read_text().splitlines(keepends=True)
+  path.write_text(''.join(lines[:2]))  # Someone keeps the header and one row.
+  logger.append_scalar_metrics({'validation/loss': 0.1}, 4, is_eval=True)
+  assert 'reading it again' in caplog.text
+  assert [r['global_step'] for r in recorder.read_eval_measurements(path)] == [1, 4]
+  assert logger.num_eval_rows == 2
+
+
 def test_reads_competition_log_if_present():
-  root = pathlib.Path('/work/shared/competition')
+  root = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'competition'
   pattern = 'external_tuning/*/study_0/*_jax/trial_1/eval_measurements.csv'
   files = sorted(root.glob(pattern))
   if not files:
