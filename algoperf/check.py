@@ -5,15 +5,19 @@ Static checks first, each with a message a first-time author can act on:
 1. the file exists, parses and imports;
 2. the required hooks exist (``get_batch_size``, ``init_optimizer_state``,
    ``update_params``, ``data_selection``; ``prepare_for_eval`` is optional);
-3. their parameters fit how the runner calls them (BENCHMARK.md section 1):
-   ``get_batch_size``, ``init_optimizer_state`` and ``data_selection`` are
-   called positionally (the count matters, and a reference name in the wrong
-   position is a bug); ``update_params`` and ``prepare_for_eval`` are called by
+3. their parameters fit how the runner calls them (docs/RULES.md, Submission
+   hooks): ``get_batch_size``, ``init_optimizer_state`` and ``data_selection``
+   are called positionally (the count matters, and a reference name in the
+   wrong position is a bug); ``update_params`` and ``prepare_for_eval`` are called by
    keyword, so their parameter names must be exactly the reference's
    (``train_state`` is optional);
 4. the search space (``tuning_search_space.json`` beside the submission, or
-   ``--tuning_search_space``) parses and samples; self-tuning submissions
-   (folder ending ``_self_tuning``, or ``--tuning_ruleset self``) take none;
+   ``--tuning_search_space``) parses and samples, and the source reads no
+   ``hyperparameters.<name>`` it lacks unless the read is guarded (``hasattr``,
+   ``getattr`` with a default, a ``try`` catching ``AttributeError``: see
+   :func:`hyperparameter_reads`); an unguarded one is a FAIL, since the run
+   would stop with an AttributeError there. Self-tuning submissions (folder
+   ending ``_self_tuning``, or ``--tuning_ruleset self``) take no space;
 5. the source uses no workload internals: no import of ``workloads`` modules,
    no ``._build_input_queue``, ``._eval_model_on_split`` or ``.eval_model``.
 
@@ -46,7 +50,8 @@ DEFAULT_STEPS = 5
 
 OK, FAIL, WARN, SKIP = 'OK', 'FAIL', 'WARN', 'SKIP'
 
-# BENCHMARK.md section 1: each hook's parameters, in the order the runner passes them.
+# docs/RULES.md, Submission hooks: each hook's parameters, in the order the runner
+# passes them.
 HOOK_PARAMETERS: Dict[str, Tuple[str, ...]] = {
     'get_batch_size': ('workload_name',),
     'init_optimizer_state': ('workload', 'model_params', 'model_state',
@@ -247,15 +252,264 @@ def scan_source(source: str, filename: str = '<submission>') -> Tuple[List[str],
   return problems, warnings
 
 
-def _hyperparameter_reads(source: str) -> List[Tuple[str, int]]:
-  """``(name, line)`` of each ``hyperparameters.<name>`` read in ``source``."""
-  out = []
-  for node in ast.walk(ast.parse(source)):
-    if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-        and node.value.id in ('hyperparameters', 'hparams')
-        and not node.attr.startswith('_')):
-      out.append((node.attr, node.lineno))
-  return out
+# Names a submission gives the hyperparameters namedtuple.
+_HYPERPARAMETER_NAMES = frozenset({'hyperparameters', 'hparams'})
+# An ``except`` of one of these catches the AttributeError of a missing field.
+_CATCHES_ATTRIBUTE_ERROR = frozenset({'AttributeError', 'Exception', 'BaseException'})
+
+
+@dataclasses.dataclass(frozen=True)
+class HyperparameterRead:
+  """One ``hyperparameters.<name>`` (or ``getattr(hyperparameters, 'name')``) read.
+
+  ``guarded``: the source makes sure the read cannot raise when the field is
+  missing (a ``hasattr`` test, an early return, a ``try`` that catches
+  ``AttributeError``).
+  """
+
+  name: str
+  line: int
+  guarded: bool
+
+
+def _constant_str(node: Optional[ast.AST]) -> Optional[str]:
+  if isinstance(node, ast.Constant) and isinstance(node.value, str):
+    return node.value
+  return None
+
+
+def _call_name(node: ast.AST) -> str:
+  if not isinstance(node, ast.Call):
+    return ''
+  func = node.func
+  if isinstance(func, ast.Name):
+    return func.id
+  if isinstance(func, ast.Attribute):
+    return func.attr
+  return ''
+
+
+def _present_if_true(test: ast.AST, watched: frozenset) -> frozenset:
+  """The ``(variable, field)`` pairs that surely exist when ``test`` is true."""
+  if (isinstance(test, ast.Call) and isinstance(test.func, ast.Name)
+      and test.func.id == 'hasattr' and len(test.args) == 2
+      and not test.keywords and isinstance(test.args[0], ast.Name)
+      and test.args[0].id in watched and _constant_str(test.args[1])):
+    return frozenset({(test.args[0].id, test.args[1].value)})
+  if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+    return _present_if_false(test.operand, watched)
+  if isinstance(test, ast.BoolOp):
+    parts = [_present_if_true(v, watched) for v in test.values]
+    if isinstance(test.op, ast.And):
+      return frozenset().union(*parts)
+    return frozenset.intersection(*parts)
+  return frozenset()
+
+
+def _present_if_false(test: ast.AST, watched: frozenset) -> frozenset:
+  """The ``(variable, field)`` pairs that surely exist when ``test`` is false."""
+  if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+    return _present_if_true(test.operand, watched)
+  if isinstance(test, ast.BoolOp):
+    parts = [_present_if_false(v, watched) for v in test.values]
+    if isinstance(test.op, ast.Or):
+      return frozenset().union(*parts)
+    return frozenset.intersection(*parts)
+  return frozenset()
+
+
+def _always_leaves(body: Sequence[ast.stmt]) -> bool:
+  """Whether running ``body`` never falls through to the next statement."""
+  if not body:
+    return False
+  last = body[-1]
+  if isinstance(last, (ast.Return, ast.Raise, ast.Continue, ast.Break)):
+    return True
+  if isinstance(last, ast.If):
+    return _always_leaves(last.body) and _always_leaves(last.orelse)
+  return False
+
+
+def _catches_attribute_error(handlers: Sequence[ast.excepthandler]) -> bool:
+  for handler in handlers:
+    kinds = handler.type
+    if kinds is None:
+      return True  # a bare ``except:``
+    for kind in (kinds.elts if isinstance(kinds, ast.Tuple) else [kinds]):
+      name = (kind.id if isinstance(kind, ast.Name)
+              else kind.attr if isinstance(kind, ast.Attribute) else '')
+      if name in _CATCHES_ATTRIBUTE_ERROR:
+        return True
+  return False
+
+
+def _suppresses_attribute_error(items: Sequence[ast.withitem]) -> bool:
+  """``with contextlib.suppress(AttributeError):`` and the like."""
+  for item in items:
+    call = item.context_expr
+    if _call_name(call) == 'suppress':
+      for arg in call.args:
+        name = (arg.id if isinstance(arg, ast.Name)
+                else arg.attr if isinstance(arg, ast.Attribute) else '')
+        if name in _CATCHES_ATTRIBUTE_ERROR:
+          return True
+  return False
+
+
+def _rebound(node: ast.AST) -> frozenset:
+  """Names assigned anywhere inside ``node`` (a rebound name is not the namedtuple)."""
+  out = set()
+  for child in ast.walk(node):
+    if isinstance(child, ast.Name) and isinstance(child.ctx, (ast.Store, ast.Del)):
+      out.add(child.id)
+  return frozenset(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Scope:
+  watched: frozenset  # variable names that hold the hyperparameters here
+  present: frozenset = frozenset()  # fields a hasattr test has established
+  catch_all: bool = False  # inside a try that catches AttributeError
+
+  def knowing(self, fields: frozenset) -> '_Scope':
+    return dataclasses.replace(self, present=self.present | fields) if fields else self
+
+
+class _ReadFinder:
+  """Walks a module, noting each hyperparameter read and whether it is guarded."""
+
+  def __init__(self) -> None:
+    self.reads: List[HyperparameterRead] = []
+
+  def note(self, variable: str, name: str, node: ast.AST, scope: _Scope) -> None:
+    if name.startswith('_') or hasattr(tuple, name):
+      return  # namedtuple methods: _asdict, _replace, _fields, count, index
+    guarded = scope.catch_all or (variable, name) in scope.present
+    self.reads.append(HyperparameterRead(name, node.lineno, guarded))
+
+  def block(self, body: Sequence[ast.stmt], scope: _Scope) -> None:
+    for statement in body:
+      self.visit(statement, scope)
+      if isinstance(statement, ast.If):
+        # ``if not hasattr(h, 'x'): return ...`` guards the rest of the block.
+        if _always_leaves(statement.body):
+          scope = scope.knowing(_present_if_false(statement.test, scope.watched))
+        elif _always_leaves(statement.orelse):
+          scope = scope.knowing(_present_if_true(statement.test, scope.watched))
+
+  def children(self, node: ast.AST, scope: _Scope) -> None:
+    for _, value in ast.iter_fields(node):
+      if isinstance(value, list):
+        if value and all(isinstance(v, ast.stmt) for v in value):
+          self.block(value, scope)
+        else:
+          for item in value:
+            if isinstance(item, ast.AST):
+              self.visit(item, scope)
+      elif isinstance(value, ast.AST):
+        self.visit(value, scope)
+
+  def visit(self, node: ast.AST, scope: _Scope) -> None:
+    watched = scope.watched
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+      for default in node.args.defaults + [d for d in node.args.kw_defaults if d]:
+        self.visit(default, scope)
+      for decorator in getattr(node, 'decorator_list', ()):
+        self.visit(decorator, scope)
+      arguments = node.args
+      parameters = {a.arg for a in (arguments.posonlyargs + arguments.args
+                                    + arguments.kwonlyargs)}
+      inner = dataclasses.replace(scope, watched=(
+          watched | (_HYPERPARAMETER_NAMES & parameters)) - _rebound(node))
+      if isinstance(node, ast.Lambda):
+        self.visit(node.body, inner)
+      else:
+        self.block(node.body, inner)
+    elif isinstance(node, ast.If):
+      self.visit(node.test, scope)
+      self.block(node.body, scope.knowing(_present_if_true(node.test, watched)))
+      self.block(node.orelse, scope.knowing(_present_if_false(node.test, watched)))
+    elif isinstance(node, ast.IfExp):
+      self.visit(node.test, scope)
+      self.visit(node.body, scope.knowing(_present_if_true(node.test, watched)))
+      self.visit(node.orelse, scope.knowing(_present_if_false(node.test, watched)))
+    elif isinstance(node, ast.BoolOp):
+      # ``hasattr(h, 'x') and h.x``, ``not hasattr(h, 'x') or h.x``.
+      inner = scope
+      for value in node.values:
+        self.visit(value, inner)
+        inner = inner.knowing(
+            _present_if_true(value, watched) if isinstance(node.op, ast.And)
+            else _present_if_false(value, watched))
+    elif isinstance(node, (ast.Try, getattr(ast, 'TryStar', ast.Try))):
+      body_scope = scope
+      if _catches_attribute_error(node.handlers):
+        body_scope = dataclasses.replace(scope, catch_all=True)
+      self.block(node.body, body_scope)
+      for handler in node.handlers:
+        self.visit(handler, scope)
+      self.block(node.orelse, scope)
+      self.block(node.finalbody, scope)
+    elif isinstance(node, (ast.With, ast.AsyncWith)):
+      for item in node.items:
+        self.visit(item, scope)
+      if _suppresses_attribute_error(node.items):
+        scope = dataclasses.replace(scope, catch_all=True)
+      self.block(node.body, scope)
+    elif (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load)
+          and isinstance(node.value, ast.Name) and node.value.id in watched):
+      self.note(node.value.id, node.attr, node, scope)
+    elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+          and node.func.id == 'getattr' and len(node.args) == 2
+          and not node.keywords and isinstance(node.args[0], ast.Name)
+          and node.args[0].id in watched and _constant_str(node.args[1])):
+      # getattr(h, 'x') without a default raises like h.x does.
+      self.note(node.args[0].id, node.args[1].value, node, scope)
+      self.children(node, scope)
+    else:
+      self.children(node, scope)
+
+
+def hyperparameter_reads(source: str, filename: str = '<submission>'
+                         ) -> List[HyperparameterRead]:
+  """Every read of a hyperparameter field in ``source``, in source order.
+
+  A read is ``hyperparameters.<name>`` (or ``hparams.<name>``, or
+  ``getattr(hyperparameters, 'name')`` without a default) where that name is
+  the hook's parameter, not a variable the code assigns. It is guarded when it
+  cannot raise for a missing field: inside ``if hasattr(hyperparameters,
+  'name'):`` (also within ``and``/``or`` chains, conditional expressions and
+  ``else`` branches of a negated test), after ``if not hasattr(...): return``,
+  or inside a ``try`` whose handlers catch ``AttributeError`` (or
+  ``Exception``, or everything). Namedtuple methods are not reads.
+  Raises ``SyntaxError`` if the source does not parse.
+  """
+  tree = ast.parse(source, filename=filename)
+  finder = _ReadFinder()
+  # Module level: the names, unless the module assigns them itself.
+  top_level = ast.Module(body=[s for s in tree.body if not isinstance(
+      s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))], type_ignores=[])
+  finder.block(tree.body, _Scope(watched=_HYPERPARAMETER_NAMES - _rebound(top_level)))
+  return sorted(finder.reads, key=lambda r: r.line)
+
+
+def _undefined_reads_message(unguarded: Dict[str, List[str]],
+                             space_names: Sequence[str], space_file: str) -> str:
+  """The FAIL line for unguarded reads of names the search space lacks."""
+  import difflib  # pylint: disable=import-outside-toplevel
+
+  parts = []
+  for name, places in unguarded.items():
+    close = difflib.get_close_matches(name, space_names, n=1)
+    hint = f'; did you mean {close[0]}?' if close else ''
+    parts.append(f'hyperparameters.{name} ({", ".join(places)}{hint})')
+  name = next(iter(unguarded)) if len(unguarded) == 1 else 'name'
+  return (f'the submission reads {", ".join(parts)}, which {space_file} does '
+          'not define, so `algoperf run` would stop there with an '
+          f'AttributeError. Add {"it" if len(unguarded) == 1 else "them"} to '
+          f'{space_file}, or guard the read: getattr(hyperparameters, '
+          f"'{name}', default), or inside `if hasattr(hyperparameters, "
+          f"'{name}'):`.")
 
 
 def check_signature(hook: str, fn: Callable) -> List[str]:
@@ -360,6 +614,20 @@ class _HookFailure(Exception):
     super().__init__(f'{hook}: {type(error).__name__}: {error}')
     self.hook = hook
     self.error = error
+
+
+def _find_hook_failure(error: BaseException) -> Optional[_HookFailure]:
+  """The ``_HookFailure`` in ``error``'s chain (the runner may wrap it), if any."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    if isinstance(error, _HookFailure):
+      return error
+    seen.add(id(error))
+    wrapped = getattr(error, 'error', None)
+    error = (error.__cause__
+             or (wrapped if isinstance(wrapped, BaseException) else None)
+             or error.__context__)
+  return None
 
 
 class BadReturnValue(TypeError):
@@ -541,9 +809,10 @@ def dry_run(submission: Any, workload_name: str, *, steps: int,
       eval_batch_size=workload.eval_batch_size, max_global_steps=steps)
   try:
     result = runner.train_once(workload, guarded, config)
-  except _HookFailure as e:
-    return fail(e.hook, e.error)
   except Exception as e:  # pylint: disable=broad-except
+    hook_failure = _find_hook_failure(e)
+    if hook_failure is not None:
+      return fail(hook_failure.hook, hook_failure.error)
     return fail('runner', e, prefix='(outside the hooks) ')
   params, model_state = latest['state']
   try:
@@ -650,6 +919,11 @@ def check_submission(
 
   try:
     file, module = submission_module.import_submission(file)
+  except submission_module.SubmissionError as e:
+    # A syntax error in a module the submission imports from elsewhere.
+    add(FAIL, 'syntax' if isinstance(e.__cause__, SyntaxError) else 'import',
+        str(e))
+    return skip_dry_run('the submission does not import.')
   except Exception as e:  # pylint: disable=broad-except
     where = _location(e, file.parent)
     add(FAIL, 'import', f'importing the submission raised {type(e).__name__}: '
@@ -733,18 +1007,16 @@ def check_submission(
         add(OK, 'search space', f'{_display_path(space_path)}: '
             f'{len(space.names)} hyperparameter(s) ({", ".join(space.names)}), '
             f'{form}; the dry run uses the first')
-        read = {}
-        for source in sources.values():
-          for name, line in _hyperparameter_reads(source):
-            read.setdefault(name, line)
-        undefined = sorted(n for n in read if n not in space.names
-                           and not hasattr(tuple, n))
-        if undefined:
-          add(WARN, 'search space', 'the submission reads '
-              + ', '.join(f'hyperparameters.{n}' for n in undefined)
-              + f', which {space_path.name} does not define (an AttributeError '
-              'when that line runs); add the key(s) or read them with '
-              'getattr(hyperparameters, name, default).')
+        unguarded: Dict[str, List[str]] = {}
+        for source_file, source in sources.items():
+          for read in hyperparameter_reads(source, str(source_file)):
+            if read.guarded or read.name in space.names:
+              continue
+            unguarded.setdefault(read.name, []).append(
+                f'{source_file.name}:{read.line}')
+        if unguarded:
+          add(FAIL, 'hyperparameters', _undefined_reads_message(
+              unguarded, space.names, space_path.name))
 
   # 5. Workload internals.
   problems: List[str] = []
@@ -786,5 +1058,6 @@ def _parameter_names(fn: Callable) -> Iterable[str]:
     return ()
 
 
-__all__ = ['CheckReport', 'Finding', 'WorkloadResult', 'check_signature',
-           'check_submission', 'dry_run', 'scan_source']
+__all__ = ['CheckReport', 'Finding', 'HyperparameterRead', 'WorkloadResult',
+           'check_signature', 'check_submission', 'dry_run',
+           'hyperparameter_reads', 'scan_source']

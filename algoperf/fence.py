@@ -1,6 +1,6 @@
 """The workload as a submission sees it: the public interface, nothing else.
 
-BENCHMARK.md section 1: a submission must not build input pipelines
+docs/RULES.md, Submission hooks: a submission must not build input pipelines
 (``workload._build_input_queue``), read eval data, or run evals. The runner
 passes every submission hook a :class:`FencedWorkload` instead of the workload
 itself. The view forwards what the rules allow (the facts, ``model_fn``,
@@ -13,7 +13,8 @@ Decisions:
 * Public names are forwarded, except the few on the deny list (``eval_model``,
   ``data_dir``, ``attach_metrics_logger``, ...): a workload may add public
   facts, and a submission may read them. :data:`ALLOWED` documents the
-  interface of BENCHMARK.md section 2 (and is what ``dir()`` shows first).
+  interface of docs/RULES.md, Workload interface (and is what ``dir()`` shows
+  first).
 * ``init_model_fn`` is allowed: submissions do not need it (the runner
   initialises the model and passes the params), but the reference hands them
   the whole workload and calling it changes nothing they could exploit.
@@ -41,10 +42,10 @@ from typing import Any, FrozenSet, List
 
 from algoperf import spec
 
-_RULES = 'AlgoPerf rules (BENCHMARK.md section 1)'
+_RULES = 'AlgoPerf rules (docs/RULES.md, Submission hooks)'
 
-# The public interface of BENCHMARK.md section 2 that submissions may use, plus
-# the reference workload's extras (output_activation_fn, metrics_logger).
+# The public interface (docs/RULES.md, Workload interface) that submissions may
+# use, plus the reference workload's extras (output_activation_fn, metrics_logger).
 ALLOWED: FrozenSet[str] = frozenset({
     # facts
     'target_metric_name', 'validation_target_value', 'test_target_value',
@@ -76,7 +77,7 @@ _LOGGER = (
     'through `workload.metrics_logger` (it may be None).')
 _PRIVATE = (
     f'{_RULES}: submissions may use only the workload\'s public interface '
-    '(BENCHMARK.md section 2); `{name}` is private to the workload.')
+    '(docs/RULES.md, Workload interface); `{name}` is private to the workload.')
 _READ_ONLY = (
     f'{_RULES}: the workload is read-only for submissions (tried to '
     '{action} `{name}`); keep your own state in the optimizer state.')

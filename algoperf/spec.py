@@ -84,7 +84,7 @@ ModelAuxiliaryState = Any
 ModelInitState = Tuple[ParameterContainer, ModelAuxiliaryState]
 UpdateReturn = Tuple[OptimizerState, ParameterContainer, ModelAuxiliaryState]
 
-# Hook signatures (see BENCHMARK.md section 1).
+# Hook signatures (see docs/RULES.md, Submission hooks).
 InitOptimizerFn = Callable[
     [
         'Workload',

@@ -63,13 +63,40 @@ def submission_file(path: str | Path) -> Path:
   return path.resolve()
 
 
+def _syntax_error_message(path: Path, error: SyntaxError) -> str:
+  """One line: which file, which line, what Python says."""
+  where = Path(error.filename) if error.filename else path
+  text = (error.text or '').strip()
+  message = (f'Submission {path} has a syntax error' if where == path else
+             f'Submission {path}: {where} (which it imports) has a syntax error')
+  message += f' at line {error.lineno}: {error.msg}'
+  if text:
+    message += f' (`{text}`)'
+  return message + '.'
+
+
+def check_syntax(path: str | Path) -> Path:
+  """Compiles the submission file at ``path``; ``SubmissionError`` if it does not parse.
+
+  Imports nothing (no JAX), so a sweep can refuse a broken file before it
+  starts any run. Returns the resolved file path.
+  """
+  path = submission_file(path)
+  try:
+    compile(path.read_bytes(), str(path), 'exec', dont_inherit=True)
+  except SyntaxError as e:
+    raise SubmissionError(_syntax_error_message(path, e)) from None
+  return path
+
+
 def import_submission(path: str | Path) -> Tuple[Path, ModuleType]:
   """Imports the submission file at ``path`` (or ``path``/submission.py).
 
   Returns the resolved file path and the module; does not check its hooks.
   The file's folder is put on ``sys.path`` so it can import its own helpers.
-  Raises ``SubmissionError`` if there is no such file, and whatever the
-  module raises while it is imported.
+  Raises ``SubmissionError`` if there is no such file or it (or a module it
+  imports) has a syntax error, and whatever else the module raises while it
+  is imported.
   """
   path = submission_file(path)
   module_name = f'_algoperf_submission_{abs(hash(str(path)))}'
@@ -84,6 +111,10 @@ def import_submission(path: str | Path) -> Tuple[Path, ModuleType]:
   sys.modules[module_name] = module
   try:
     spec.loader.exec_module(module)
+  except SyntaxError as e:
+    del sys.modules[module_name]
+    # One line instead of a traceback through importlib (the CLI prints it).
+    raise SubmissionError(_syntax_error_message(path, e)) from e
   except BaseException:
     del sys.modules[module_name]
     raise

@@ -16,8 +16,8 @@ from algoperf import jax_sharding_utils, spec
 
 _GRAD_CLIP_EPS = 1e-6
 
-# Global batch sizes of the reference baselines (BENCHMARK.md section 3) and of
-# the small CPU workloads.
+# Global batch sizes of the reference baselines and of the small CPU workloads
+# (docs/RULES.md, Submission hooks).
 BASELINE_BATCH_SIZES: Dict[str, int] = {
     'criteo1tb': 262_144,
     'fastmri': 32,

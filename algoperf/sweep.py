@@ -41,7 +41,7 @@ from typing import Any, Dict, List, Optional, Sequence, TextIO
 
 from algoperf import benchmarks, recorder, tuning
 from algoperf.errors import ConfigError
-from algoperf.submission import submission_file
+from algoperf.submission import check_syntax
 
 SWEEP_FOLDER = '.sweep'
 SWEEP_FILE = 'sweep.json'
@@ -183,16 +183,59 @@ def _counts(options: SweepOptions,
   num_trials = options.num_tuning_trials
   if num_trials is None:
     num_trials = version.external_num_trials if external else 1
-  if num_studies < 1 or num_trials < 1:
-    raise ConfigError('--num_studies and --num_tuning_trials must be at least 1.')
+  for flag, value in (('--num_studies', num_studies),
+                      ('--num_tuning_trials', num_trials)):
+    if value < 1:
+      raise ConfigError(f'{flag} must be at least 1, got {value}.')
   if not external and num_trials != 1:
     raise ConfigError('Self-tuning runs one trial per study: drop '
                       '--num_tuning_trials or use --tuning_ruleset=external.')
   return num_studies, num_trials
 
 
+def check_workloads(names: Sequence[str]) -> None:
+  """Raises one ``ConfigError`` naming every workload `algoperf run` cannot run.
+
+  The runnable ones are the registered workloads (``workloads.registry``, a
+  table of names that imports no JAX); a name that only a benchmark version
+  knows (e.g. ``wmt``) has facts but no implementation here.
+  """
+  import difflib  # pylint: disable=import-outside-toplevel
+
+  from workloads import registry  # pylint: disable=import-outside-toplevel
+
+  runnable = registry.names()
+  unknown = [n for n in names if n not in runnable]
+  if not unknown:
+    return
+  benchmark_only = set()
+  for version in benchmarks.available_versions():
+    benchmark_only.update(benchmarks.load(version).workloads)
+  not_here = [n for n in unknown if n in benchmark_only]
+  typos = [n for n in unknown if n not in benchmark_only]
+  parts = []
+  if typos:
+    named = []
+    for name in typos:
+      close = difflib.get_close_matches(name, runnable, n=1)
+      named.append(name + (f' (did you mean {close[0]}?)' if close else ''))
+    parts.append(f'unknown workload(s) {", ".join(named)}')
+  if not_here:
+    parts.append(f'{", ".join(not_here)} (benchmark workload(s) with no '
+                 'implementation in this installation)')
+  raise ConfigError(
+      f'--workloads: {"; ".join(parts)}. No run was started. Workloads '
+      f'`algoperf run` can train: {", ".join(runnable)} (see `algoperf list`).')
+
+
 def settings(options: SweepOptions) -> Dict[str, Any]:
-  """The settings that decide the plan; a restart must repeat them."""
+  """The settings that decide the plan; a restart must repeat them.
+
+  Every check that can fail without running anything happens here, before
+  the sweep writes a file or starts a process: the benchmark version, the
+  ruleset, the workload names, the submission file (exists and parses), the
+  search space, the forwarded flags and the counts.
+  """
   try:
     version = benchmarks.load(options.benchmark)
   except (KeyError, ValueError) as e:
@@ -204,7 +247,9 @@ def settings(options: SweepOptions) -> Dict[str, Any]:
   if not workloads:
     raise ConfigError('--workloads is empty: name at least one workload '
                       '(e.g. --workloads fashion_mnist,mnist1d).')
-  submission = submission_file(options.submission_path)
+  check_workloads(workloads)
+  # A file that does not parse would fail every run; compiling it imports nothing.
+  submission = check_syntax(options.submission_path)
   space = options.tuning_search_space
   if options.tuning_ruleset == 'external':
     space = space or default_search_space(str(submission))

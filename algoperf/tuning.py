@@ -2,7 +2,7 @@
 
 Under the external-tuning ruleset a submission ships a JSON search space; each study of a
 workload runs several trials, each with one point of that space. The JSON has one of two
-forms (BENCHMARK.md section 7):
+forms (docs/RULES.md, Search spaces):
 
 (a) a dict of parameter specs, sampled quasi-randomly::
 
@@ -422,7 +422,7 @@ def study_points(space: SearchSpace, num_studies: int, num_trials: int,
 
   Dict form: all ``num_studies * num_trials`` points are drawn once with `seed`, and
   study s gets the consecutive slice ``[s * num_trials, (s + 1) * num_trials)``, so
-  studies never share a point (BENCHMARK.md section 7). By prefix stability a study's
+  studies never share a point (docs/RULES.md, Search spaces). By prefix stability a study's
   points do not depend on `num_studies` either.
   List form: every study gets the list's first `num_trials` points: a list is a fixed
   set of configurations chosen by the author, and studies then measure run-to-run

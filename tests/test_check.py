@@ -19,6 +19,7 @@ STEPS = 3
     (SUBMISSIONS / 'nadamw_self_tuning', {}),
     (SUBMISSIONS / 'template', {}),
     (FIXTURES / 'reference_style', {'global_batch_size': 64}),
+    (FIXTURES / 'guarded_hyperparameters', {}),
 ])
 def test_working_submissions_pass(path, options):
   report = check.check_submission(path, steps=STEPS, **options)
@@ -74,6 +75,12 @@ BROKEN_CASES = {
                           'mnist1d: FAIL: update_params: FenceError'], True),
     'imports_workloads': (['imports from `workloads.mnist1d`',
                            'may not import workload code'], False),
+    'misspelled_hyperparameter': (
+        ['hyperparameters: the submission reads hyperparameters.learnig_rate '
+         '(submission.py:19; did you mean learning_rate?), which '
+         'tuning_search_space.json does not define',
+         'AttributeError', 'Add it to tuning_search_space.json, or guard the read',
+         "getattr(hyperparameters, 'learnig_rate', default)"], False),
 }
 
 
@@ -185,3 +192,203 @@ def test_a_bad_return_value_is_blamed_on_its_hook(tmp_path):
   assert ('FAIL: update_params: BadReturnValue: returned a tuple of length 2; it '
           'must return the triple (optimizer_state, params, model_state)'
           in result.message)
+
+
+# --- hyperparameter reads the search space lacks --------------------------------
+
+
+def _submission_with(tmp_path, extra_source, name='my_submission'):
+  """The template, plus ``extra_source`` (module-level code), in a new folder."""
+  folder = tmp_path / name
+  folder.mkdir()
+  template = SUBMISSIONS / 'template'
+  (folder / 'submission.py').write_text(
+      (template / 'submission.py').read_text() + '\n\n'
+      + textwrap.dedent(extra_source))
+  (folder / 'tuning_search_space.json').write_text(
+      (template / 'tuning_search_space.json').read_text())
+  return folder
+
+
+def _hyperparameter_findings(report):
+  return [f for f in report.findings if f.topic == 'hyperparameters']
+
+
+def test_cli_check_fails_a_misspelled_hyperparameter(capsys):
+  assert cli.main(['check', str(BROKEN / 'misspelled_hyperparameter'),
+                   '--steps', '0']) == 2
+  out = capsys.readouterr().out
+  (line,) = [l for l in out.splitlines() if l.startswith('  FAIL')]
+  assert line.startswith('  FAIL  hyperparameters: the submission reads '
+                         'hyperparameters.learnig_rate (submission.py:19')
+
+
+def test_every_unguarded_missing_name_is_listed_with_its_lines(tmp_path):
+  folder = _submission_with(tmp_path, """
+      def _schedule(hyperparameters, step):
+        if step < hyperparameters.warmup_stepz:
+          return hyperparameters.lr_peak * step
+        return hyperparameters.lr_peak + getattr(hyperparameters, 'decay')
+      """)
+  lines = (folder / 'submission.py').read_text().splitlines()
+  first = lines.index('  if step < hyperparameters.warmup_stepz:') + 1
+  (failure,) = check.check_submission(folder, steps=0).failures
+  assert failure.startswith(
+      'hyperparameters: the submission reads hyperparameters.warmup_stepz '
+      f'(submission.py:{first}), hyperparameters.lr_peak (submission.py:'
+      f'{first + 1}, submission.py:{first + 2}), hyperparameters.decay '
+      f'(submission.py:{first + 2}), which tuning_search_space.json does not '
+      'define')
+  assert 'Add them to tuning_search_space.json' in failure
+
+
+# Each form guards its read of `extra` (not in the template's space).
+GUARDS = {
+    'if hasattr': """
+        def f(hyperparameters):
+          if hasattr(hyperparameters, 'extra'):
+            return hyperparameters.extra
+          return 0
+        """,
+    'if hasattr and': """
+        def f(hyperparameters, step):
+          if step > 0 and hasattr(hyperparameters, 'extra'):
+            return hyperparameters.extra
+        """,
+    'elif hasattr': """
+        def f(hyperparameters, step):
+          if step:
+            return 0
+          elif hasattr(hyperparameters, 'extra'):
+            return hyperparameters.extra
+        """,
+    'else of if not hasattr': """
+        def f(hyperparameters):
+          if not hasattr(hyperparameters, 'extra'):
+            return 0
+          else:
+            return hyperparameters.extra
+        """,
+    'and chain': """
+        def f(hyperparameters):
+          return hasattr(hyperparameters, 'extra') and hyperparameters.extra > 1
+        """,
+    'or chain': """
+        def f(hyperparameters):
+          return not hasattr(hyperparameters, 'extra') or hyperparameters.extra
+        """,
+    'conditional expression': """
+        def f(hyperparameters):
+          return hyperparameters.extra if hasattr(hyperparameters, 'extra') else 1
+        """,
+    'early return': """
+        def f(hyperparameters):
+          if not hasattr(hyperparameters, 'extra'):
+            return 1.0
+          scale = 2 * hyperparameters.extra
+          return scale
+        """,
+    'getattr with a default': """
+        def f(hyperparameters):
+          return getattr(hyperparameters, 'extra', 0.5)
+        """,
+    'try AttributeError': """
+        def f(hyperparameters):
+          try:
+            return hyperparameters.extra
+          except AttributeError:
+            return 0
+        """,
+    'try (KeyError, AttributeError)': """
+        def f(hyperparameters):
+          try:
+            return hyperparameters.extra
+          except (KeyError, AttributeError):
+            return 0
+        """,
+    'try Exception': """
+        def f(hyperparameters):
+          try:
+            return hyperparameters.extra
+          except Exception:
+            return 0
+        """,
+    'bare except': """
+        def f(hyperparameters):
+          try:
+            return hyperparameters.extra
+          except:  # noqa: E722
+            return 0
+        """,
+    'namedtuple methods': """
+        def f(hyperparameters):
+          values = hyperparameters._asdict()
+          return (hyperparameters._replace(learning_rate=1.0), values,
+                  hyperparameters.count(1), hyperparameters.index(1),
+                  hyperparameters._fields)
+        """,
+    'a defined name': """
+        def f(hyperparameters):
+          return 2 * hyperparameters.learning_rate
+        """,
+}
+
+
+@pytest.mark.parametrize('form', sorted(GUARDS))
+def test_a_guarded_read_gives_no_finding(tmp_path, form):
+  reads = [r for r in check.hyperparameter_reads(textwrap.dedent(GUARDS[form]))
+           if r.name == 'extra']
+  assert all(r.guarded for r in reads), reads
+  report = check.check_submission(_submission_with(tmp_path, GUARDS[form]), steps=0)
+  assert report.ok, report.text
+  assert _hyperparameter_findings(report) == []
+  assert 'WARN' not in report.text
+
+
+@pytest.mark.parametrize('source', [
+    # The guard tests another field, or the handler does not catch AttributeError.
+    """
+    def f(hyperparameters):
+      if hasattr(hyperparameters, 'other'):
+        return hyperparameters.extra
+    """,
+    """
+    def f(hyperparameters):
+      try:
+        return hyperparameters.extra
+      except KeyError:
+        return 0
+    """,
+    """
+    def f(hyperparameters):
+      if hasattr(hyperparameters, 'extra') or True:
+        return hyperparameters.extra
+    """,
+    """
+    def f(hyperparameters):
+      if hasattr(hyperparameters, 'extra'):
+        pass
+      return hyperparameters.extra
+    """,
+])
+def test_a_guard_that_does_not_protect_the_read_is_no_guard(source):
+  (read,) = check.hyperparameter_reads(textwrap.dedent(source))
+  assert (read.name, read.guarded) == ('extra', False)
+
+
+def test_other_objects_and_self_tuning_are_not_checked(tmp_path):
+  # A local variable of the same name is not the namedtuple.
+  source = """
+      def f(hyperparameters):
+        hparams = hyperparameters._asdict()
+        return hparams.get('extra'), hparams.items()
+      """
+  assert check.hyperparameter_reads(textwrap.dedent(source)) == []
+  # Self-tuning: hyperparameters is None, there is no search space to compare.
+  folder = _submission_with(tmp_path, """
+      def f(hyperparameters):
+        return hyperparameters.whatever
+      """, name='my_self_tuning')
+  (folder / 'tuning_search_space.json').unlink()
+  report = check.check_submission(folder, steps=0)
+  assert _hyperparameter_findings(report) == []

@@ -10,7 +10,7 @@ from algoperf import cli, tuning
 
 FIXTURES = Path(__file__).parent / 'fixtures'
 REFERENCE_STYLE = FIXTURES / 'reference_style' / 'submission.py'
-# BENCHMARK.md section 8: every eval row has these columns.
+# docs/RULES.md, Logs: every eval row has these columns.
 SECTION_8_COLUMNS = {
     'accumulated_eval_time', 'accumulated_logging_time',
     'accumulated_submission_time', 'global_step', 'preemption_count', 'score',

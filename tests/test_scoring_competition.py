@@ -15,7 +15,7 @@ needs_logs = pytest.mark.skipif(
     not (COMPETITION / 'external_tuning').is_dir(),
     reason=f'the competition logs are not at {COMPETITION} (shared/ beside the checkout)')
 
-# The published v0.5 leaderboard (BENCHMARK.md section 6), kept as data.
+# The published v0.5 leaderboard (scoring/data/published_v0.5.json).
 PUBLISHED = published.load('v0.5').scores
 
 
@@ -30,9 +30,9 @@ def test_published_v05_scores_to_4_decimals(ruleset):
 
 @needs_logs
 def test_v06_trial_rule_changes_lawa_ema_as_documented():
-  # BENCHMARK.md: under the v0.6 (smallest time) trial rule, LAWA EMA would
-  # read 0.3434 instead of 0.3384. Same workloads and budgets; only the rule
-  # that picks a study's trial differs.
+  # docs/RULES.md, Scoring rules: under the v0.6 (smallest time) trial rule,
+  # LAWA EMA would read 0.3434 instead of 0.3384. Same workloads and budgets;
+  # only the rule that picks a study's trial differs.
   v05 = benchmarks.load('v0.5')
   assert v05.trial_rule == 'smallest_eval_index'
   by_time = dataclasses.replace(v05, trial_rule='smallest_time')

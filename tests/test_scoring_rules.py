@@ -1,4 +1,4 @@
-"""The scoring rules (BENCHMARK.md section 6) on small hand-made tables.
+"""The scoring rules (docs/RULES.md, Scoring rules) on small hand-made tables.
 
 Every expected number is worked out by hand in the comment beside it.
 """

@@ -4,7 +4,8 @@ import textwrap
 
 import pytest
 
-from algoperf.submission import (SubmissionError, check_divisible,
+from algoperf.errors import ConfigError
+from algoperf.submission import (SubmissionError, check_divisible, check_syntax,
                                  load_submission, resolve_global_batch_size)
 
 _HOOKS = '''
@@ -69,3 +70,43 @@ def test_batch_size_must_divide_over_devices():
   check_divisible(128, 8, 'global batch size')
   with pytest.raises(SubmissionError, match=r'global batch size \(12\).*devices \(8\)'):
     check_divisible(12, 8, 'global batch size')
+
+
+def test_a_syntax_error_is_one_line_naming_file_line_and_error(tmp_path):
+  path = _write(tmp_path, 'import os\n\ndef get_batch_size(:\n    return 1\n')
+  expected = (f'Submission {path.resolve()} has a syntax error at line 3: '
+              'invalid syntax (`def get_batch_size(:`).')
+  with pytest.raises(SubmissionError) as info:
+    load_submission(path)
+  assert str(info.value) == expected
+  assert isinstance(info.value, ConfigError)  # the CLI prints it, exit code 2
+  assert isinstance(info.value.__cause__, SyntaxError)
+  with pytest.raises(SubmissionError) as info:
+    check_syntax(tmp_path)  # what the sweep runs: compiles, imports nothing
+  assert str(info.value) == expected
+
+
+def test_a_syntax_error_in_an_imported_helper_names_the_helper(tmp_path):
+  _write(tmp_path, 'def helper(\n', 'my_broken_helper.py')
+  path = _write(tmp_path, 'import my_broken_helper\n', 'e.py')
+  with pytest.raises(SubmissionError) as info:
+    load_submission(path)
+  message = str(info.value)
+  assert message.startswith(f'Submission {path.resolve()}: ')
+  assert (f'{tmp_path / "my_broken_helper.py"} (which it imports) has a syntax '
+          'error at line 1: ') in message
+  assert '\n' not in message
+
+
+def test_cli_run_reports_a_syntax_error_in_one_line(tmp_path, capsys):
+  from algoperf import cli  # pylint: disable=import-outside-toplevel
+
+  _write(tmp_path, 'def get_batch_size(name)\n    return 1\n')
+  code = cli.main(['run', '--workload', 'mnist1d', '--submission_path',
+                   str(tmp_path), '--tuning_ruleset', 'self',
+                   '--experiment_dir', str(tmp_path / 'exp')])
+  assert code == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith(f'algoperf run: error: Submission {tmp_path.resolve()}'
+                        '/submission.py has a syntax error at line 1: ')
+  assert '\n' not in err and 'Traceback' not in err

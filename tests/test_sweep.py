@@ -13,6 +13,7 @@ import pytest
 
 from algoperf import sweep, tuning
 from algoperf.errors import ConfigError
+from algoperf.submission import SubmissionError
 
 REPO = Path(__file__).resolve().parent.parent
 NADAMW = REPO / 'submissions' / 'nadamw' / 'submission.py'
@@ -123,10 +124,56 @@ def test_counts_default_to_the_benchmark_and_self_tuning_runs_one_trial(tmp_path
     ({'workloads': ['', ' ']}, '--workloads is empty'),
     ({'submission_path': '/nonexistent/sub.py'}, 'does not exist'),
     ({'tuning_ruleset': 'self', 'num_tuning_trials': 2}, 'one trial per study'),
+    ({'num_studies': 0}, '--num_studies must be at least 1, got 0.'),
+    ({'num_tuning_trials': -1}, '--num_tuning_trials must be at least 1, got -1.'),
+    ({'workloads': ['mnist_1d']},
+     '--workloads: unknown workload(s) mnist_1d (did you mean mnist1d?). No run '
+     'was started. Workloads `algoperf run` can train: fashion_mnist, mnist1d'),
 ])
 def test_bad_settings_are_user_errors(tmp_path, bad, message):
   with pytest.raises(ConfigError, match=re.escape(message)):
     sweep.settings(_options(tmp_path, **bad))
+
+
+def test_unknown_workloads_are_refused_before_any_run_starts(tmp_path, monkeypatch):
+  backend = _FakeBackend()
+  with pytest.raises(ConfigError) as info:
+    _sweep(tmp_path, monkeypatch, backend,
+           workloads=['mnist1d', 'fashion_mnistt', 'wmt', 'nope'])
+  assert str(info.value) == (
+      '--workloads: unknown workload(s) fashion_mnistt (did you mean '
+      'fashion_mnist?), nope; wmt (benchmark workload(s) with no implementation '
+      'in this installation). No run was started. Workloads `algoperf run` can '
+      'train: fashion_mnist, mnist1d (see `algoperf list`).')
+  assert backend.started == []
+  assert list(tmp_path.iterdir()) == []  # no status file, no log folder
+
+
+def test_a_submission_with_a_syntax_error_is_refused_before_any_run(tmp_path,
+                                                                    monkeypatch):
+  broken = tmp_path / 'broken_sub'
+  broken.mkdir()
+  (broken / 'submission.py').write_text('def get_batch_size(name):\n  return (\n')
+  (broken / 'tuning_search_space.json').write_text(
+      (NADAMW.parent / 'tuning_search_space.json').read_text())
+  backend = _FakeBackend()
+  with pytest.raises(SubmissionError, match=re.escape(
+      f'Submission {broken / "submission.py"} has a syntax error at line 2: ')):
+    _sweep(tmp_path / 'exp', monkeypatch, backend, submission_path=str(broken))
+  assert backend.started == [] and not (tmp_path / 'exp').exists()
+
+
+def test_cli_sweep_unknown_workload_exits_2_without_importing_jax(tmp_path):
+  code = ('import sys; from algoperf import cli; '
+          f'rc = cli.main(["sweep", "--experiment_dir={tmp_path}", '
+          '"--workloads=mnist1d,nope"]); '
+          'print(rc, sorted(m for m in ("jax", "flax", "optax") if m in sys.modules))')
+  proc = subprocess.run([sys.executable, '-c', code], env=dict(os.environ, PYTHONPATH=str(REPO)),
+                        capture_output=True, text=True, check=True)
+  assert proc.stdout.split() == ['2', '[]']
+  assert proc.stderr.startswith('algoperf sweep: error: --workloads: unknown '
+                                'workload(s) nope. No run was started.')
+  assert list(tmp_path.iterdir()) == []
 
 
 def test_cli_sweep_error_exits_2_without_importing_jax(tmp_path):

@@ -23,6 +23,7 @@ import workloads
 from algoperf import benchmarks
 from algoperf import jax_sharding_utils
 from algoperf import spec
+from algoperf.errors import ConfigError
 from workloads import classification
 from workloads.fashion_mnist import data as fmnist_data
 from workloads.mnist1d import data as mnist1d_data
@@ -427,6 +428,102 @@ def test_wrong_sized_files_are_rejected(tmp_path):
   assert set(fmnist_data.find_files(str(tmp_path))) == set(fmnist_data.FILES)
   with pytest.raises(fmnist_data.IdxFormatError, match='60000'):
     fmnist_data.load_raw(str(tmp_path))
+
+
+def _fashion_folder(tmp_path, corrupt_key=None, content=b''):
+  """The four IDX files, tiny but well formed, with one replaced by ``content``."""
+  folder = tmp_path / 'fm'
+  folder.mkdir()
+  for key, name in fmnist_data.FILES.items():
+    array = (np.zeros((3, 28, 28), np.uint8) if 'images' in key
+             else np.zeros((3,), np.uint8))
+    data = gzip.compress(_idx_bytes(array, 0x08))
+    (folder / (name + '.gz')).write_bytes(content if key == corrupt_key else data)
+  return folder
+
+
+def _assert_names_file_problem_and_fix(error, path, problem):
+  message = str(error)
+  assert isinstance(error, ConfigError) and isinstance(error, ValueError)
+  assert message.startswith(f'Fashion-MNIST file {path} {problem}'), message
+  assert 'apt-get install --reinstall dataset-fashion-mnist' in message
+  assert '--data_dir with a folder holding the four IDX files' in message
+  assert '\n' not in message
+
+
+@pytest.mark.parametrize('case, problem', [
+    ('truncated_gzip', 'is corrupt: its gzip data is damaged or cut short ('),
+    ('not_gzip_not_idx', 'is not an IDX file: bad magic number 0x'),
+    ('truncated_idx', 'is truncated: its IDX header declares shape (3, 28, 28) '
+                      '(2352 bytes of data) but the file holds 2000 bytes'),
+    ('empty', 'is truncated: 0 byte(s), too short for an IDX header'),
+])
+def test_a_corrupt_dataset_file_is_a_config_error_naming_it(tmp_path, case, problem):
+  good = _idx_bytes(np.zeros((3, 28, 28), np.uint8), 0x08)
+  content = {
+      'truncated_gzip': gzip.compress(good)[:-20],
+      'not_gzip_not_idx': b'<html>Not Found</html>',
+      'truncated_idx': gzip.compress(good[:16 + 2000]),
+      'empty': b'',
+  }[case]
+  folder = _fashion_folder(tmp_path, 'train_images', content)
+  with pytest.raises(fmnist_data.IdxFormatError) as info:
+    fmnist_data.load_raw(str(folder))
+  _assert_names_file_problem_and_fix(
+      info.value, folder / 'train-images-idx3-ubyte.gz', problem)
+
+
+def test_wrong_sized_dataset_is_a_config_error_naming_the_file(tmp_path):
+  folder = _fashion_folder(tmp_path)
+  with pytest.raises(ConfigError) as info:
+    fmnist_data.load_raw(str(folder))
+  _assert_names_file_problem_and_fix(
+      info.value, folder / 'train-images-idx3-ubyte.gz',
+      'holds the wrong data: expected the train images as uint8 (60000, 28, 28), '
+      'got uint8 (3, 28, 28)')
+
+
+def test_cli_run_on_a_corrupt_dataset_prints_one_error_line(tmp_path, capsys):
+  from algoperf import cli  # pylint: disable=import-outside-toplevel
+
+  folder = _fashion_folder(tmp_path, 'train_labels', b'\x1f\x8b' + b'\x00' * 30)
+  code = cli.main(['run', '--workload', 'fashion_mnist', '--data_dir', str(folder),
+                   '--experiment_dir', str(tmp_path / 'exp'),
+                   '--max_global_steps', '1', '--noprogress'])
+  err = capsys.readouterr().err
+  assert code == 2
+  (line,) = [l for l in err.splitlines() if l.startswith('algoperf run: error:')]
+  assert line.startswith(f'algoperf run: error: Fashion-MNIST file {folder}/'
+                         'train-labels-idx1-ubyte.gz is corrupt')
+  assert 'Traceback' not in err
+
+
+def test_mnist1d_without_its_package_or_with_other_sizes_is_a_config_error(monkeypatch):
+  mnist1d_data.load_splits.cache_clear()
+  try:
+    monkeypatch.setitem(sys.modules, 'mnist1d.data', None)  # the import fails
+    with pytest.raises(mnist1d_data.Mnist1dDataError) as info:
+      mnist1d_data.load_splits()
+    assert isinstance(info.value, ConfigError)
+    assert str(info.value).startswith(
+        'The mnist1d workload generates its data with the `mnist1d` package, '
+        'which cannot be imported (')
+    assert '`pip install mnist1d`' in str(info.value)
+    monkeypatch.undo()
+    fake = {'x': np.zeros((100, 40)), 'y': np.zeros(100, np.int64),
+            'x_test': np.zeros((25, 40)), 'y_test': np.full(25, 12)}
+    monkeypatch.setattr(mnist1d_data, 'generate', lambda: fake)
+    with pytest.raises(mnist1d_data.Mnist1dDataError) as info:
+      mnist1d_data.load_splits()
+    message = str(info.value)
+    assert message.startswith('The mnist1d package (version ')
+    assert ('generated data this workload cannot use: x (100, 40) (expected '
+            '(8000, 40)); y (100,) (expected (8000,)); x_test (25, 40) (expected '
+            '(2000, 40)); y_test (25,) (expected (2000,)); y_test holds labels '
+            'outside 0..9. Install the version the workload was written for: '
+            '`pip install mnist1d==') in message
+  finally:
+    mnist1d_data.load_splits.cache_clear()
 
 
 @pytest.mark.skipif(not REAL_FASHION_DIR.is_dir(),

@@ -1,6 +1,7 @@
 """Template for a new submission: copy this folder and fill in the hooks.
 
-The runner calls these hooks (see BENCHMARK.md section 1 for the exact rules):
+The runner calls these hooks (see docs/RULES.md, Submission hooks, for the
+exact rules):
 - ``get_batch_size(workload_name)`` once per workload; raise ValueError for a
   workload you do not support.
 - ``init_optimizer_state(...)`` once per trial, before the clock starts.

@@ -17,6 +17,8 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from algoperf.errors import ConfigError
+
 DEFAULT_DATA_DIR = '/usr/share/datasets/fashion-mnist/'
 # Sub-folders of a general ``--data_dir`` that may hold the files.
 _SUBDIRS = ('', 'fashion-mnist', 'fashion_mnist', 'FashionMNIST')
@@ -51,41 +53,65 @@ _IDX_DTYPES = {
 _GZIP_MAGIC = b'\x1f\x8b'
 
 
-class IdxFormatError(ValueError):
-  """An IDX file is truncated, corrupt or not what was expected."""
+class IdxFormatError(ConfigError):
+  """A Fashion-MNIST file is truncated, corrupt or not what was expected.
+
+  A ``ConfigError`` (and so a ``ValueError``): the CLI prints its message, which
+  names the file, what is wrong with it and how to get good files, as one line.
+  """
+
+
+def _fix() -> str:
+  names = ', '.join(FILES.values())
+  return ('Reinstall the files with `apt-get install --reinstall '
+          f'dataset-fashion-mnist` (they go to {DEFAULT_DATA_DIR}), or pass '
+          f'--data_dir with a folder holding the four IDX files {names} '
+          '(each may be gzipped, with .gz).')
+
+
+def _bad_file(source: object, problem: str) -> IdxFormatError:
+  """The error for Fashion-MNIST file ``source``: what is wrong, and the fix."""
+  return IdxFormatError(f'Fashion-MNIST file {source} {problem}. {_fix()}')
 
 
 def _read_bytes(path: Path) -> bytes:
-  raw = path.read_bytes()
+  try:
+    raw = path.read_bytes()
+  except OSError as e:
+    raise _bad_file(path, f'cannot be read ({e.strerror or e})') from e
   # Decide by content, not by name: some mirrors ship unzipped files as .gz.
   if raw[:2] == _GZIP_MAGIC:
     try:
       return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as e:
-      raise IdxFormatError(f'{path}: corrupt gzip data ({e}).') from e
+      raise _bad_file(path, f'is corrupt: its gzip data is damaged or cut '
+                      f'short ({e})') from e
   return raw
 
 
 def parse_idx(data: bytes, source: str = '<bytes>') -> np.ndarray:
   """Parses the bytes of an IDX file into an array of its declared shape."""
   if len(data) < 4:
-    raise IdxFormatError(f'{source}: too short for an IDX header.')
+    raise _bad_file(source, f'is truncated: {len(data)} byte(s), too short '
+                    'for an IDX header')
   zero, type_code, ndim = struct.unpack('>HBB', data[:4])
   if zero != 0 or type_code not in _IDX_DTYPES:
-    raise IdxFormatError(
-        f'{source}: bad IDX magic number 0x{data[:4].hex()} (expected '
-        '0x0000 then a type code and the number of dimensions).')
+    raise _bad_file(
+        source, f'is not an IDX file: bad magic number 0x{data[:4].hex()} '
+        '(an IDX file starts with 0x0000, a type code and the number of '
+        'dimensions)')
   header_len = 4 + 4 * ndim
   if len(data) < header_len:
-    raise IdxFormatError(f'{source}: truncated IDX header.')
+    raise _bad_file(source, 'is truncated: its IDX header is cut short')
   shape = struct.unpack(f'>{ndim}I', data[4:header_len])
   dtype = _IDX_DTYPES[type_code]
   expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
   actual = len(data) - header_len
   if actual != expected:
-    raise IdxFormatError(
-        f'{source}: IDX header declares shape {shape} ({expected} bytes of '
-        f'data) but the file holds {actual} bytes.')
+    raise _bad_file(
+        source, f'is {"truncated" if actual < expected else "corrupt"}: its '
+        f'IDX header declares shape {shape} ({expected} bytes of data) but '
+        f'the file holds {actual} bytes')
   array = np.frombuffer(data, dtype=dtype, offset=header_len).reshape(shape)
   return array.astype(dtype.newbyteorder('='))
 
@@ -149,15 +175,16 @@ def find_files(data_dir: Optional[str] = None) -> Dict[str, Path]:
 def _check(images: np.ndarray, labels: np.ndarray, count: int, name: str,
            paths: Tuple[Path, Path]) -> None:
   if images.dtype != np.uint8 or images.shape != (count, *IMAGE_SHAPE):
-    raise IdxFormatError(
-        f'{paths[0]}: expected {name} images uint8 {(count, *IMAGE_SHAPE)}, '
-        f'got {images.dtype} {images.shape}.')
+    raise _bad_file(
+        paths[0], f'holds the wrong data: expected the {name} images as uint8 '
+        f'{(count, *IMAGE_SHAPE)}, got {images.dtype} {images.shape}')
   if labels.dtype != np.uint8 or labels.shape != (count,):
-    raise IdxFormatError(
-        f'{paths[1]}: expected {name} labels uint8 ({count},), got '
-        f'{labels.dtype} {labels.shape}.')
+    raise _bad_file(
+        paths[1], f'holds the wrong data: expected the {name} labels as uint8 '
+        f'({count},), got {labels.dtype} {labels.shape}')
   if labels.max(initial=0) >= NUM_CLASSES:
-    raise IdxFormatError(f'{paths[1]}: labels outside 0..{NUM_CLASSES - 1}.')
+    raise _bad_file(paths[1], 'holds the wrong data: labels outside '
+                    f'0..{NUM_CLASSES - 1}')
 
 
 def load_raw(data_dir: Optional[str] = None) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
