@@ -1,7 +1,8 @@
 """`algoperf score`: its flags and what it does with them.
 
 Kept apart from ``algoperf/cli.py`` so that scoring's command line lives with
-scoring; the CLI only registers it.
+scoring; the CLI only registers it. The pipeline is
+``scoring.leaderboard.score_root``; the outputs are ``scoring.report``'s.
 """
 
 from __future__ import annotations
@@ -14,25 +15,38 @@ from typing import Any
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
   """Registers the ``score`` sub-command on ``sub`` (an argparse subparsers object)."""
-  from algoperf import cli  # pylint: disable=import-outside-toplevel
+  from algoperf import benchmarks, cli  # pylint: disable=import-outside-toplevel
 
+  versions = ', '.join(benchmarks.available_versions())
   score = sub.add_parser(
       'score', help='score a folder of logs: time to target, profiles, scores',
       description='Score every submission folder under ROOT '
       '(ROOT/<submission>/study_<s>/<workload>_<framework>/trial_<t>/'
-      'eval_measurements.csv) with a benchmark version\'s rules.')
-  score.add_argument('root', help='folder holding one folder per submission')
-  score.add_argument('--benchmark', default=None, help='v0.5 or v0.6 (default v0.6)')
-  score.add_argument('--ruleset', default='external', choices=('external', 'self'))
+      'eval_measurements.csv; a submission folder is any folder below ROOT '
+      'that holds study_<n> folders) with a benchmark version\'s rules '
+      '(docs/RULES.md, Scoring rules).')
+  score.add_argument('root', help='folder holding the submission folders '
+                     '(an --experiment_dir of algoperf run)')
+  score.add_argument('--benchmark', default=None,
+                     help=f'benchmark version: {versions} (default: the one the '
+                     'logs\' meta_data name, else the one that scores the '
+                     'workload folders found; small workloads give small)')
+  score.add_argument('--ruleset', default='auto', choices=('auto', 'external', 'self'),
+                     help='auto (default): each submission\'s from its trials\' '
+                     'meta_data (external when unknown), one leaderboard per '
+                     'ruleset; external or self: every submission under it')
   score.add_argument('--output_dir', default=None,
                      help='write scores.csv, time_to_target.csv, profile plots '
-                     '(png, svg) and report.md/html here')
+                     '(png, svg) and report.md/html here (with two rulesets, in '
+                     'its external_tuning/ and self_tuning/ folders)')
   score.add_argument('--json', default=None, metavar='PATH',
-                     help='write scores and times as JSON')
+                     help='write scores and times as JSON (with two rulesets, '
+                     '{"external": ..., "self": ...})')
   cli.add_bool(score, 'strict', False,
                'fail (exit 2) on any bad log or a wrong number of studies/trials')
   score.add_argument('--exclude', default='',
-                     help='comma-separated submissions to leave out')
+                     help='comma-separated submissions to leave out (a name also '
+                     'leaves out the submissions below it)')
   score.add_argument('--baseline', default=None,
                      help='also report each submission\'s time ratio to this one')
   score.add_argument('--time_column', default='score', choices=('score', 'global_step'),
@@ -46,21 +60,36 @@ def run(args: argparse.Namespace) -> int:
   from scoring import leaderboard, report  # pylint: disable=import-outside-toplevel
 
   try:
-    board = leaderboard.score_logs(
-        args.root, args.benchmark or leaderboard.benchmarks.DEFAULT_VERSION,
-        args.ruleset, time_column=args.time_column,
+    scoring = leaderboard.score_root(
+        args.root, args.benchmark, args.ruleset, time_column=args.time_column,
         exclude=[s for s in args.exclude.split(',') if s],
         baseline=args.baseline, strict=args.strict)
+  except leaderboard.NoLogsError as e:
+    for line in e.warnings:
+      print(f'warning: {line}', file=sys.stderr)
+    raise
   except (ValueError, KeyError) as e:
+    if isinstance(e, ConfigError):
+      raise
     raise ConfigError(str(e).strip('"')) from e
-  for line in board.warnings:
+  if scoring.benchmark_source is not None:
+    print(f'benchmark {scoring.benchmark} ({scoring.benchmark_source})')
+  for line in scoring.warnings:
     print(f'warning: {line}', file=sys.stderr)
-  print(report.terminal_text(board), end='')
+  boards = scoring.boards
+  several = len(boards) > 1
+  for i, (ruleset, board) in enumerate(boards.items()):
+    if several:
+      print(('\n' if i else '') + report.ruleset_header(board))
+    print(report.terminal_text(board), end='')
   if args.json:
-    report.write_json(board, Path(args.json))
+    report.write_json_boards(boards, Path(args.json))
     print(f'Wrote {args.json}')
   if args.output_dir:
-    paths = report.write_outputs(board, Path(args.output_dir))
-    print(f'Wrote {len(paths)} files to {args.output_dir}: '
-          + ', '.join(p.name for p in paths))
+    out = Path(args.output_dir)
+    for ruleset, board in boards.items():
+      folder = out / f'{ruleset}_tuning' if several else out
+      paths = report.write_outputs(board, folder)
+      print(f'Wrote {len(paths)} files to {folder}: '
+            + ', '.join(p.name for p in paths))
   return 0

@@ -1,26 +1,52 @@
 """From a folder of logs to a leaderboard: the scoring pipeline in one place.
 
-loading (tolerant, fast) -> first hit per trial -> one time per study (the
-version's trial rule) -> median over studies -> held-out and 4x rules ->
-performance profiles -> scores (and speedups against a baseline).
+loading (tolerant, fast; times divided by each trial's meta ``speed_factor``)
+-> first hit per trial -> one time per study (the version's trial rule) ->
+median over studies -> held-out and 4x rules -> performance profiles -> scores
+(and speedups against a baseline). docs/RULES.md, Scoring rules, states the
+rules.
+
+Two entry points:
+
+* ``score_logs(root, benchmark, ruleset)``: one leaderboard, every submission
+  under ``ruleset`` (the library call: ``reproduce``, the laptop benchmark).
+* ``score_root(root)``: what ``algoperf score`` does. The benchmark version
+  and each submission's ruleset may come from the logs' meta data; one
+  leaderboard per ruleset present; a missing or empty folder is an error.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from algoperf import benchmarks
+from algoperf.errors import ConfigError
 from scoring import loading, rules, speedup
 
 TIME_COLUMNS = ('score', 'global_step')
+RULESETS = loading.RULESETS
+AUTO = 'auto'
+
+SPEED_FACTOR_SPREAD = 1.5
+"""Warn when the largest speed factor of the scored trials is more than this
+times the smallest: rescaling times between so different machines is rough."""
 
 
 class StrictScoringError(ValueError):
   """``--strict`` found problems in the logs; the message lists them."""
+
+
+class NoLogsError(ConfigError):
+  """No trial logs under the folder; ``warnings`` say what was found instead."""
+
+  def __init__(self, message: str, warnings: Sequence[str]):
+    super().__init__(message)
+    self.warnings = list(warnings)
 
 
 @dataclasses.dataclass
@@ -43,6 +69,18 @@ class Leaderboard:
   baseline: Optional[str]
   warnings: List[str]
   num_trials: int
+  # (smallest, largest) speed factor of the scored trials when any is not 1,
+  # i.e. when times were rescaled to the reference machine; else None.
+  speed_factor_range: Optional[Tuple[float, float]] = None
+  # submission -> workload -> (smallest, largest) factor of its trials; only
+  # filled when speed_factor_range is set.
+  speed_factors: Dict[str, Dict[str, Tuple[float, float]]] = dataclasses.field(
+      default_factory=dict)
+
+  @property
+  def rescaled(self) -> bool:
+    """Whether times were divided by speed factors other than 1."""
+    return self.speed_factor_range is not None
 
   def ranking(self) -> List[str]:
     """Submissions by score, best first (ties by name)."""
@@ -52,7 +90,7 @@ class Leaderboard:
     def clean(x: float):
       return None if x is None or math.isnan(x) else ('inf' if math.isinf(x) else x)
 
-    return {
+    out = {
         'benchmark': self.benchmark,
         'ruleset': self.ruleset,
         'time_column': self.time_column,
@@ -67,6 +105,19 @@ class Leaderboard:
         'num_trials': self.num_trials,
         'warnings': self.warnings,
     }
+    if self.rescaled:
+      out['speed_factor_range'] = list(self.speed_factor_range)
+    return out
+
+
+@dataclasses.dataclass
+class Scoring:
+  """What ``score_root`` gives: one leaderboard per ruleset, and how it chose."""
+
+  benchmark: str
+  benchmark_source: Optional[str]  # e.g. "from the logs' meta_data"; None if given
+  boards: Dict[str, Leaderboard]  # ruleset -> leaderboard, external first
+  warnings: List[str]  # every board's warnings, each once, in order
 
 
 def score_logs(
@@ -82,46 +133,319 @@ def score_logs(
   """Scores every submission folder under ``root`` with version ``benchmark``'s rules.
 
   ``benchmark`` is a version name (``v0.5``) or a ``BenchmarkVersion`` object
-  (e.g. one with another trial rule, to study the rules themselves).
+  (e.g. one with another trial rule, to study the rules themselves). Every
+  submission is scored under ``ruleset``; one whose meta data name the other
+  ruleset gets a warning. ``exclude`` names submissions to leave out (a name
+  also leaves out the submissions below it: ``x`` leaves out ``x/y``).
+
+  Raises:
+    FileNotFoundError: ``root`` is no folder (nor a folder of a log extract).
+    ValueError: a bad ruleset, time column or baseline.
+    StrictScoringError: ``strict`` and the logs have problems.
   """
   version = (benchmark if isinstance(benchmark, benchmarks.BenchmarkVersion)
              else benchmarks.load(benchmark))
-  if ruleset not in ('external', 'self'):
+  if ruleset not in RULESETS:
     raise ValueError(f'ruleset must be "external" or "self", got {ruleset!r}.')
-  if time_column not in TIME_COLUMNS:
-    raise ValueError(f'time_column must be one of {TIME_COLUMNS}, got {time_column!r}.')
+  _check_time_column(time_column)
   root = Path(root)
   # A folder on disk, or one inside a log extract (scoring/extract.py).
   if not loading.is_log_folder(root):
     raise FileNotFoundError(f'No such folder of logs: {root}.')
+  found = loading.discover(root)
+  boards, _ = _score(found, version, ruleset, time_column=time_column,
+                     exclude=exclude, baseline=baseline, strict=strict)
+  return boards[ruleset]
+
+
+def score_root(
+    root: str | Path,
+    benchmark: Optional[str] = None,
+    ruleset: Optional[str] = None,
+    *,
+    time_column: str = 'score',
+    exclude: Sequence[str] = (),
+    baseline: Optional[str] = None,
+    strict: bool = False,
+) -> Scoring:
+  """``algoperf score``: scores ``root``, choosing the version and rulesets from the logs.
+
+  Args:
+    root: a folder of submission folders (see ``scoring.loading``).
+    benchmark: a version name; None infers it: the one version the trials'
+      meta data name, else the one version that scores the workload folders
+      found (only small workloads: ``small``).
+    ruleset: ``'external'`` or ``'self'`` scores every submission under it
+      (warning for a submission whose meta data say otherwise); None or
+      ``'auto'`` takes each submission's from its trials' meta data
+      (``tuning_ruleset``; external when unknown) and makes one leaderboard
+      per ruleset present.
+    time_column, exclude, baseline, strict: as for ``score_logs``.
+
+  Raises:
+    ConfigError: ``root`` is missing or holds no trial logs; the version
+      cannot be inferred (several, or AlgoPerf workloads without meta data);
+      an explicit version scores none of the workloads found.
+    ValueError: a bad argument (time column, baseline, version name).
+    StrictScoringError: ``strict`` and the logs have problems.
+  """
+  if ruleset == AUTO:
+    ruleset = None
+  if ruleset is not None and ruleset not in RULESETS:
+    raise ValueError(f'ruleset must be "auto", "external" or "self", got {ruleset!r}.')
+  _check_time_column(time_column)
+  root = Path(root)
+  if not loading.is_log_folder(root):
+    raise ConfigError(f'{root}: no such folder; scoring expects a folder laid '
+                      f'out as {loading.LAYOUT} (an --experiment_dir of '
+                      'algoperf run).')
+  found = loading.discover(root)
+  if not found.trials:
+    hint = (f' {root} holds study_<n> folders itself: pass its parent folder.'
+            if found.root_has_studies else '')
+    raise NoLogsError(f'{root}: no trial logs found; scoring expects '
+                      f'{loading.LAYOUT} (an --experiment_dir of algoperf '
+                      f'run).{hint}', found.folder_warnings())
+  left_out = {s for s in found.submissions if _excluded(s, set(exclude))}
+  kept = [t for t in found.trials if t.submission not in left_out]
+  if not kept:
+    raise ConfigError(f'--exclude leaves out every submission under {root}; '
+                      'nothing to score.')
+  if benchmark is None:
+    name, source = infer_version(kept)
+  else:
+    name, source = benchmark, None
+    _check_version_scores_something(name, kept, root)
+  version = benchmarks.load(name)
+  boards, warnings = _score(found, version, ruleset, time_column=time_column,
+                            exclude=exclude, baseline=baseline, strict=strict)
+  return Scoring(benchmark=version.name, benchmark_source=source,
+                 boards=boards, warnings=warnings)
+
+
+# --- Choosing the version and the rulesets -----------------------------------
+
+
+def infer_version(trials: Sequence[loading.FoundTrial]) -> Tuple[str, str]:
+  """The benchmark version of these trials, and where it came from.
+
+  The version their meta data name, counting only trials of a workload that
+  version scores (exactly one, else an error): a small-workload run made under
+  the runner's default ``v0.6`` names a version that scores none of its
+  workloads. Without such meta data, the one version that scores the
+  workloads their folders name (base and held-out workloads: only small
+  workloads give ``small``).
+
+  Raises:
+    ConfigError: no single version; the message says which ``--benchmark``
+      values would do.
+  """
+  named: Counter = Counter()
+  unusable: Counter = Counter()
+  for t in trials:
+    if t.meta is None or t.meta.benchmark is None:
+      continue
+    if t.workload in _scored_by(t.meta.benchmark):
+      named[t.meta.benchmark] += 1
+    else:
+      unusable[t.meta.benchmark] += 1
+  if len(named) == 1:
+    return next(iter(named)), "from the logs' meta_data"
+  if len(named) > 1:
+    listed = ', '.join(f'{v} ({_plural(n, "trial")})' for v, n in sorted(named.items()))
+    raise ConfigError(
+        f"the logs' meta_data name several benchmark versions: {listed}; pass "
+        f'{_either(sorted(named))} to score under one of them.')
+  workloads = {t.workload for t in trials}
+  candidates = _versions_scoring(workloads)
+  if len(candidates) == 1:
+    source = 'from the workload folder names'
+    if unusable:
+      source += (f"; the meta_data name {', '.join(sorted(unusable))}, which "
+                 f'score{"s" if len(unusable) == 1 else ""} none of them')
+    return candidates[0], source
+  if not candidates:
+    raise ConfigError(
+        'cannot infer the benchmark version: no workload folder names a '
+        f'workload any version scores ({", ".join(sorted(workloads))}); pass '
+        f'{_either(benchmarks.available_versions())}.')
+  small = _scored_by('small')
+  some = sorted(w for w in workloads if w not in small) or sorted(workloads)
+  shown = ', '.join(some[:3]) + (', ...' if len(some) > 3 else '')
+  raise ConfigError(
+      'cannot infer the benchmark version: the logs have no meta_data naming '
+      f'one, and their workloads ({shown}) are scored by '
+      f'{" and ".join(candidates)}; pass {_either(candidates)}.')
+
+
+def _either(versions: Sequence[str]) -> str:
+  flags = [f'`--benchmark {v}`' for v in versions]
+  return flags[0] if len(flags) == 1 else ', '.join(flags[:-1]) + ' or ' + flags[-1]
+
+
+def _scored(version: benchmarks.BenchmarkVersion) -> set:
+  return set(version.base_workloads) | set(version.held_out_workloads)
+
+
+@functools.lru_cache(maxsize=None)
+def _scored_by(name: str) -> frozenset:
+  """The workloads version ``name`` scores; empty for a version not shipped."""
+  if name not in benchmarks.available_versions():
+    return frozenset()
+  return frozenset(_scored(benchmarks.load(name)))
+
+
+def _versions_scoring(workloads: set) -> List[str]:
+  """The shipped versions that score at least one of ``workloads``."""
+  return [v for v in benchmarks.available_versions() if workloads & _scored_by(v)]
+
+
+def _check_version_scores_something(name: str, trials: Sequence[loading.FoundTrial],
+                                    root: Path) -> None:
+  """An explicit version that scores none of the trials is a mistake, said clearly."""
+  version = benchmarks.load(name)
+  workloads = {t.workload for t in trials}
+  if not trials or workloads & _scored(version):
+    return
+  others = [v for v in _versions_scoring(workloads) if v != version.name]
+  fix = f'pass {_either(others)}' if others else 'check the workload folder names'
+  raise ConfigError(
+      f'{root}: benchmark {version.name} scores none of the workloads found '
+      f'({", ".join(sorted(workloads))}); {fix}.')
+
+
+def _excluded(submission: str, exclude: set) -> bool:
+  """``x`` excludes ``x`` and every submission below it (``x/y``)."""
+  if submission in exclude:
+    return True
+  parts = submission.split('/')
+  return any('/'.join(parts[:i]) in exclude for i in range(1, len(parts)))
+
+
+def _meta_rulesets(found: loading.Discovery) -> Dict[str, Counter]:
+  """submission -> how many of its trials' meta data name each ruleset."""
+  counts: Dict[str, Counter] = defaultdict(Counter)
+  for t in found.trials:
+    if t.meta is not None and t.meta.tuning_ruleset is not None:
+      counts[t.submission][t.meta.tuning_ruleset] += 1
+  return counts
+
+
+def _assign_rulesets(found: loading.Discovery, submissions: Sequence[str],
+                     ruleset: Optional[str]) -> Tuple[Dict[str, str], List[str]]:
+  """Each submission's ruleset, and one warning per submission where the logs disagree."""
+  counts = _meta_rulesets(found)
+  assigned: Dict[str, str] = {}
+  warnings: List[str] = []
+  for s in submissions:
+    said = counts.get(s, Counter())
+    if ruleset is not None:
+      assigned[s] = ruleset
+      other = sorted(r for r in said if r != ruleset)
+      if other:
+        warnings.append(
+            f'{s}: its trials\' meta_data say {" and ".join(other)} tuning, but '
+            f'it is scored under {ruleset} tuning as asked (--ruleset '
+            f'{ruleset}); without --ruleset each submission is scored under '
+            'its own ruleset.')
+      continue
+    if not said:
+      assigned[s] = 'external'
+      continue
+    # The ruleset of most trials; a tie goes to external.
+    assigned[s] = max(RULESETS, key=lambda r: (said[r], r == 'external'))
+    if len(said) > 1:
+      listed = ' and '.join(f'{r} tuning ({_plural(said[r], "trial")})'
+                            for r in RULESETS if said[r])
+      warnings.append(
+          f'{s}: its trials\' meta_data say {listed}; scored under '
+          f'{assigned[s]} tuning (most trials); pass --ruleset to choose.')
+  return assigned, warnings
+
+
+# --- Scoring ------------------------------------------------------------------
+
+
+def _check_time_column(time_column: str) -> None:
+  if time_column not in TIME_COLUMNS:
+    raise ValueError(f'time_column must be one of {TIME_COLUMNS}, got {time_column!r}.')
+
+
+def _score(found: loading.Discovery, version: benchmarks.BenchmarkVersion,
+           ruleset: Optional[str], *, time_column: str, exclude: Sequence[str],
+           baseline: Optional[str], strict: bool,
+           ) -> Tuple[Dict[str, Leaderboard], List[str]]:
+  """Loads and scores; one board per ruleset (``ruleset`` None: from the meta data)."""
   scored = list(version.base_workloads) + list(version.held_out_workloads)
-  result = loading.load_logs(root, version, workloads=set(scored),
-                             time_column=time_column)
-  warnings = list(result.warnings)
+  result = loading.load_logs(found.root, version, workloads=set(scored),
+                             time_column=time_column, discovery=found)
+  excluded = set(exclude)
+  submissions = [s for s in result.submissions if not _excluded(s, excluded)]
+  assigned, ruleset_warnings = _assign_rulesets(found, submissions, ruleset)
+  trials = [t for t in result.trials if t.submission in assigned]
+  with_trials = {t.submission for t in trials}
+  if ruleset is not None:
+    present = [ruleset]
+  else:  # the rulesets of the submissions with trials to score, external first
+    present = [r for r in RULESETS
+               if any(assigned[s] == r for s in with_trials)] or ['external']
   if strict:
-    problems = warnings + loading.expected_counts_problems(result, version, ruleset)
+    problems = list(result.warnings)
+    for r in present:
+      subset = dataclasses.replace(
+          result, trials=[t for t in result.trials if assigned.get(t.submission, r) == r],
+          submissions=[s for s in result.submissions if assigned.get(s, r) == r])
+      problems += loading.expected_counts_problems(subset, version, r)
     if problems:
       raise StrictScoringError(
-          f'--strict: {len(problems)} problem(s) in {root}:\n  '
+          f'--strict: {len(problems)} problem(s) in {found.root}:\n  '
           + '\n  '.join(problems))
+  if baseline is not None and baseline not in with_trials:
+    raise ValueError(f'Unknown baseline {baseline!r}; known submissions: '
+                     f'{", ".join(sorted(with_trials))}.')
+  several = len(present) > 1
+  boards: Dict[str, Leaderboard] = {}
+  all_warnings = list(result.warnings) + ruleset_warnings
+  for r in present:
+    mine = {s for s in submissions if assigned[s] == r}
+    others = [s for s in submissions if assigned[s] != r]
+    warnings = _warnings_for(result.warnings, found.root, others)
+    warnings += [w for w in ruleset_warnings if w.split(':', 1)[0] in mine]
+    board_trials = [t for t in trials if assigned[t.submission] == r]
+    board = _board(board_trials, version, r, scored, time_column=time_column,
+                   baseline=baseline if baseline in mine else None,
+                   warnings=warnings, label=f'{r} tuning: ' if several else '')
+    all_warnings += board.warnings[len(warnings):]
+    boards[r] = board
+  return boards, all_warnings
 
+
+def _warnings_for(warnings: Sequence[str], root: Path,
+                  others: Sequence[str]) -> List[str]:
+  """The warnings that do not name a path inside one of ``others``' folders."""
+  if not others:
+    return list(warnings)
+  prefixes = tuple(p for s in others
+                   for p in (f'{root / s}/', f'{root / s}:'))
+  return [w for w in warnings if not w.startswith(prefixes)]
+
+
+def _board(trials: Sequence[loading.TrialLog], version: benchmarks.BenchmarkVersion,
+           ruleset: str, scored: Sequence[str], *, time_column: str,
+           baseline: Optional[str], warnings: List[str], label: str) -> Leaderboard:
+  """One leaderboard of ``trials``, all scored under ``ruleset``."""
   multiplier = version.budget_multiplier(ruleset)
   budgets = {w: version.workload(w).max_allowed_runtime_sec * multiplier
              for w in scored}
-  excluded = set(exclude)
   # (submission, workload) -> study -> [TrialHit in trial order]
   hits: Dict[tuple, Dict[str, list]] = defaultdict(lambda: defaultdict(list))
-  num_trials = 0
-  for trial in result.trials:
-    if trial.submission in excluded:
-      continue
+  for trial in trials:
     facts = version.workload(trial.workload)
     # Steps have no budget; seconds are cut at the budget (a late hit is a miss).
     budget = budgets[trial.workload] if time_column == 'score' else math.inf
     hit = rules.first_hit(trial.values, trial.times, facts.validation_target_value,
                           facts.higher_is_better, budget=budget)
     hits[(trial.submission, trial.workload)][trial.study].append(hit)
-    num_trials += 1
 
   submissions = sorted({s for s, _ in hits})
   table: rules.Table = {s: {} for s in submissions}
@@ -139,13 +463,28 @@ def score_logs(
   speedups = None
   if baseline is not None:
     speedups = speedup.speedups(table, baseline, budgets, version.base_workloads)
+  warnings = list(warnings)
+  cache_warning = _cache_warning(trials)
+  if cache_warning:
+    warnings.append(label + cache_warning)
+  factor_range, factors = None, {}
+  if time_column != 'global_step':
+    factor_range, factors = _speed_factors(trials)
+    if factor_range is not None and factor_range[1] > SPEED_FACTOR_SPREAD * factor_range[0]:
+      low, high = factor_range
+      warnings.append(
+          f'{label}the speed factors of the scored trials range from '
+          f'{format_factor(low)} to {format_factor(high)} ({high / low:.2f}x '
+          f'apart, more than {SPEED_FACTOR_SPREAD}x): each trial\'s times were divided by its '
+          'factor to reference-machine seconds, which is only approximate '
+          'between machines this different.')
   return Leaderboard(
       benchmark=version.name,
       ruleset=ruleset,
       time_column=time_column,
       submissions=submissions,
       base_workloads=list(version.base_workloads),
-      scored_workloads=scored,
+      scored_workloads=list(scored),
       budgets=budgets,
       time_to_target=table,
       scored_times=scored_times,
@@ -155,5 +494,48 @@ def score_logs(
       speedups=speedups,
       baseline=baseline,
       warnings=warnings,
-      num_trials=num_trials,
+      num_trials=len(trials),
+      speed_factor_range=factor_range,
+      speed_factors=factors,
   )
+
+
+def _cache_warning(trials: Sequence[loading.TrialLog]) -> Optional[str]:
+  """One line when some scored trials ran with the compilation cache and some without."""
+  used = Counter(t.meta.compilation_cache_used for t in trials
+                 if t.meta is not None and t.meta.compilation_cache_used is not None)
+  if not (used[True] and used[False]):
+    return None
+  return (f'{_plural(used[True], "scored trial")} ran with JAX\'s persistent '
+          f'compilation cache on and {used[False]} with it off (meta_data '
+          'compilation_cache_used): compilation time is on the submission '
+          'clock, so cached runs start faster and their times are not '
+          'comparable; rerun them all with the same --compilation_cache setting.')
+
+
+def _speed_factors(trials: Sequence[loading.TrialLog],
+                   ) -> Tuple[Optional[Tuple[float, float]],
+                              Dict[str, Dict[str, Tuple[float, float]]]]:
+  """(smallest, largest) factor over ``trials`` and per (submission, workload).
+
+  Both empty (None, {}) when every factor is 1: nothing was rescaled.
+  """
+  factors = [t.speed_factor for t in trials]
+  if all(f == 1.0 for f in factors):
+    return None, {}
+  cells: Dict[str, Dict[str, Tuple[float, float]]] = defaultdict(dict)
+  for t in trials:
+    low, high = cells[t.submission].get(t.workload, (t.speed_factor, t.speed_factor))
+    cells[t.submission][t.workload] = (min(low, t.speed_factor),
+                                       max(high, t.speed_factor))
+  return (min(factors), max(factors)), dict(cells)
+
+
+def format_factor(x: float) -> str:
+  """A speed factor for messages: 3 significant digits, at least one decimal."""
+  text = f'{x:.3g}'
+  return text if ('.' in text or 'e' in text) else text + '.0'
+
+
+def _plural(n: int, word: str) -> str:
+  return f'{n} {word}' + ('' if n == 1 else 's')

@@ -1,12 +1,29 @@
 """Reading a folder of trial logs for scoring: tolerant, fast, and loud about problems.
 
-Layout (BENCHMARK.md section 8; the competition logs under ``shared/competition``)::
+Layout (docs/RULES.md, Logs; the layout ``algoperf run`` writes under its
+``--experiment_dir``, and the reference's)::
 
   <root>/<submission>/study_<s>/<workload>_<jax|pytorch>/trial_<t>/eval_measurements.csv
+
+A *submission folder* is any folder below ``root``, at any depth, that
+directly holds ``study_<n>`` folders; its name is its path relative to
+``root`` joined with ``/`` (``nadamw``, or ``x/y`` for a run made with
+``--experiment_name x/y/study_0``). Folders on the way to one are passed
+through silently; the search does not go into a submission folder's other
+folders, nor into folders named like a workload or trial folder.
 
 Only two columns of each ``eval_measurements.csv`` matter to scoring: the time
 (``score`` = accumulated submission time, or ``global_step``) and
 ``validation/<target_metric_name>`` of the workload in the benchmark version.
+
+Our own runner also writes ``meta_data_<p>.json`` into each trial folder; a few
+facts of the first attempt's ``meta_data_0.json`` are read (``TrialMeta``):
+the benchmark version, the tuning ruleset, whether the compilation cache was
+on, and the machine-speed factor the budget was scaled by. Times (every time
+column but ``global_step``) are divided by that factor as they are loaded, so
+they are reference-machine seconds. Logs of other tools (the reference's, the
+competition's, a log extract) have no meta data and are not probed for it
+per trial: see ``_MetaProbe``.
 
 Nothing here raises on bad logs. Each problem becomes one line in
 ``LoadResult.warnings`` naming the file or folder, and the trial is left out
@@ -26,10 +43,14 @@ Nothing here raises on bad logs. Each problem becomes one line in
 * an empty metric cell, ``nan`` or another pandas NA spelling (``NA``,
   ``null``, ``None``, ...) -> NaN, no warning: diverged or skipped evals are
   legitimate (the v0.5 logs have 2,433 such cells) and never reach a target.
-* dotfiles and dot-folders anywhere, files directly under ``root``, files in a
-  workload folder (the reference writes its ``<workload>_<fw>_<date>.log`` there)
-  and files in a trial folder (hparams, meta data, ``measurements.csv``) are
-  skipped silently; other stray files and folders get a warning.
+* a ``meta_data_0.json`` that is not a JSON object, or a fact in it of the
+  wrong type -> warning, the trial is kept and that fact is ignored.
+* dotfiles and dot-folders anywhere, files directly under ``root`` or in a
+  folder on the way to a submission folder, files in a workload folder (the
+  reference writes its ``<workload>_<fw>_<date>.log`` there) and files in a
+  trial folder (hparams, meta data, ``measurements.csv``) are skipped
+  silently; other stray files and folders get a warning (a folder below
+  ``root`` that leads to no submission folder gets one line, at its top).
 * a workload folder of a known workload that is not asked for (e.g. the
   baseline's non-sampled held-out variants) is skipped silently, unread; a
   folder naming no workload of the version gets a warning.
@@ -50,21 +71,33 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import gc
 import io
+import json
 import math
 import os
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import (Dict, Iterable, Iterator, List, Optional, Sequence,
-                    Set, Tuple)
+from typing import (Dict, Iterable, Iterator, List, NamedTuple, Optional,
+                    Sequence, Set, Tuple, Union)
 
 from algoperf.benchmarks import BenchmarkVersion
 from scoring import extract as extract_lib
 
 EVAL_CSV = 'eval_measurements.csv'
+META_FILE = 'meta_data_0.json'  # the first attempt's facts hold for the trial
 FRAMEWORKS = ('jax', 'pytorch')
 RULESETS = ('external', 'self')
+STEP_COLUMN = 'global_step'  # the one time column that is not seconds
+
+LAYOUT = ('ROOT/<submission>/study_<n>/<workload>_<jax|pytorch>/trial_<k>/'
+          'eval_measurements.csv')
+"""The layout scoring reads, for messages."""
+
+# A folder tree deeper than this below root is not searched further (it also
+# stops a symlink loop).
+MAX_DEPTH = 32
 
 _STUDY_RE = re.compile(r'study_(\d+)\Z')
 _TRIAL_RE = re.compile(r'trial_(\d+)\Z')
@@ -80,6 +113,16 @@ _NA_TOKENS = frozenset({
 
 
 @dataclasses.dataclass(frozen=True)
+class TrialMeta:
+  """What scoring uses of a trial's ``meta_data_0.json`` (None: not recorded)."""
+
+  benchmark: Optional[str] = None  # the version the run used: 'small', 'v0.6'
+  tuning_ruleset: Optional[str] = None  # 'external' or 'self'
+  compilation_cache_used: Optional[bool] = None  # JAX's persistent cache on
+  speed_factor: float = 1.0  # the budget was the nominal one x this
+
+
+@dataclasses.dataclass(frozen=True)
 class TrialLog:
   """The scoring columns of one trial's ``eval_measurements.csv``."""
 
@@ -91,12 +134,19 @@ class TrialLog:
   trial_number: int
   path: Path  # the CSV file
   times: Tuple[float, ...]  # time column, one per eval row, all finite
+  # (seconds: divided by ``speed_factor``)
   values: Tuple[float, ...]  # metric column, one per eval row; NaN: no value
+  meta: Optional[TrialMeta] = None  # None: no meta_data_0.json (not our runner)
 
   @property
   def study_number(self) -> int:
     """The ``<s>`` of ``study_<s>``."""
     return int(self.study[len('study_'):])
+
+  @property
+  def speed_factor(self) -> float:
+    """The machine-speed factor its times were divided by (1.0 if none)."""
+    return 1.0 if self.meta is None else self.meta.speed_factor
 
 
 @dataclasses.dataclass
@@ -111,9 +161,8 @@ class LoadResult:
   folders_skipped: int = 0  # workload folders of known workloads not asked for
 
 
-@dataclasses.dataclass(frozen=True)
-class _Task:
-  """One trial folder to read."""
+class FoundTrial(NamedTuple):
+  """A trial folder the walk found (before any CSV is read)."""
 
   submission: str
   study: str
@@ -121,9 +170,52 @@ class _Task:
   framework: str
   trial: str
   trial_number: int
-  path: str  # a str, not a Path: thousands of Path objects cost real time
-  time_column: str
-  metric_column: str
+  folder: str  # a str, not a Path: thousands of Path objects cost real time
+  meta: Optional[TrialMeta]
+
+
+class _WorkloadDir(NamedTuple):
+  """A ``<workload>_<framework>`` folder: its trials and its own warnings."""
+
+  path: str
+  workload: str
+  trials: List[FoundTrial]
+  warnings: List[str]  # said only if the workload is read
+
+
+class _NoSubmission(NamedTuple):
+  """A folder below root that leads to no submission folder (said once, at its top)."""
+
+  text: str
+
+
+_Event = Union[str, _WorkloadDir, _NoSubmission]
+
+
+@dataclasses.dataclass
+class Discovery:
+  """What walking a logs folder found, before any version is chosen.
+
+  ``trials`` holds every trial folder of every workload folder (scored or not,
+  known or not), with its meta data where the runner wrote some;
+  ``submissions`` every submission folder, in walk order.
+  """
+
+  root: Path
+  submissions: List[str]
+  trials: List[FoundTrial]
+  events: List[_Event]  # warnings and workload folders, in walk order
+  root_has_studies: bool  # root itself holds study_<n> folders (one level too deep)
+  tree: '_Tree'
+
+  def workload_names(self) -> Set[str]:
+    """Every workload named by a workload folder that holds trials."""
+    return {t.workload for t in self.trials}
+
+  def folder_warnings(self) -> List[str]:
+    """The warnings about folders that do not fit the layout (no version needed)."""
+    return [e if isinstance(e, str) else e.text for e in self.events
+            if not isinstance(e, _WorkloadDir)]
 
 
 def load_logs(
@@ -132,6 +224,7 @@ def load_logs(
     *,
     workloads: Optional[Iterable[str]] = None,
     time_column: str = 'score',
+    discovery: Optional[Discovery] = None,
 ) -> LoadResult:
   """Loads every trial of the asked-for workloads under ``root``.
 
@@ -142,7 +235,9 @@ def load_logs(
     workloads: names to load; default: the version's base and held-out
       workloads. Each must be a workload of ``version``.
     time_column: ``'score'`` (seconds) or ``'global_step'`` (steps to target);
-      any other column name works too.
+      any other column name works too. Every column but ``global_step`` is
+      taken as seconds and divided by the trial's meta ``speed_factor``.
+    discovery: ``discover(root)``, if the caller already has it.
 
   Returns:
     The trials that loaded, sorted by (submission, workload, study number,
@@ -159,23 +254,64 @@ def load_logs(
   metric_columns = {
       w: 'validation/' + version.workload(w).target_metric_name for w in wanted
   }
+  if discovery is None:
+    discovery = discover(root)
   warnings: List[str] = []
-  tree = _open_tree(root)
-  tasks, submissions, skipped = _scan(root, version, metric_columns,
-                                      time_column, warnings, tree)
-  results = _read_all(tasks, tree)
-  trials = []
-  for trial, warning in results:
-    if warning is not None:
-      warnings.append(warning)
-    if trial is not None:
-      trials.append(trial)
+  tasks: List[Tuple[FoundTrial, str, str]] = []  # (trial, CSV path, metric column)
+  skipped = 0
+  join = os.path.join
+  for event in discovery.events:
+    if isinstance(event, str):
+      warnings.append(event)
+    elif isinstance(event, _NoSubmission):
+      warnings.append(event.text)
+    elif event.workload not in metric_columns:
+      if event.workload in version.workloads:
+        skipped += 1  # known but not scored: never read
+      else:
+        warnings.append(f'{event.path}: {event.workload!r} is not a workload '
+                        f'of benchmark {version.name}; left out.')
+    else:
+      warnings.extend(event.warnings)
+      metric = metric_columns[event.workload]
+      tasks.extend((t, join(t.folder, EVAL_CSV), metric) for t in event.trials)
+  # Reading makes no reference cycles, only thousands of short-lived lists,
+  # which set the cyclic collector off again and again for nothing.
+  collecting = gc.isenabled()
+  gc.disable()
+  try:
+    trials = _read_all(tasks, discovery.tree, time_column, warnings)
+  finally:
+    if collecting:
+      gc.enable()
   _warn_mixed_frameworks(trials, warnings)
   trials.sort(key=lambda t: (t.submission, t.workload, t.study_number,
                              t.trial_number, t.framework))
-  return LoadResult(trials=trials, warnings=warnings, submissions=submissions,
-                    workloads=wanted, files_read=len(tasks),
-                    folders_skipped=skipped)
+  return LoadResult(trials=trials, warnings=warnings,
+                    submissions=list(discovery.submissions), workloads=wanted,
+                    files_read=len(tasks), folders_skipped=skipped)
+
+
+def discover(root: str | Path) -> Discovery:
+  """Walks ``root`` for submission, study, workload and trial folders.
+
+  Reads no CSV, only the trials' ``meta_data_0.json`` (our runner's logs);
+  knows no benchmark version, so it can help choose one. A ``root`` that
+  cannot be listed gives a warning and nothing found.
+
+  Raises:
+    extract.ExtractError: ``root`` is inside an extract that cannot be read.
+  """
+  root = Path(root)
+  tree = _open_tree(root)
+  events: List[_Event] = []
+  submissions: List[str] = []
+  trials: List[FoundTrial] = []
+  entries = tree.listdir(root, events)
+  root_has_studies = any(_is_dir(e) and _STUDY_RE.match(e.name) for e in entries)
+  _walk(tree, entries, '', 0, events, submissions, trials)
+  return Discovery(root=root, submissions=submissions, trials=trials,
+                   events=events, root_has_studies=root_has_studies, tree=tree)
 
 
 def expected_counts_problems(result: LoadResult, version: BenchmarkVersion,
@@ -228,7 +364,9 @@ def _count(n: int, one: str, many: str) -> str:
 class _Tree:
   """Folders on disk: what the walk lists and the reader reads."""
 
-  def listdir(self, path: str | Path, warnings: List[str]) -> List[os.DirEntry]:
+  has_meta = True  # trial folders may hold our runner's meta_data_0.json
+
+  def listdir(self, path: str | Path, warnings: List) -> List[os.DirEntry]:
     return _listdir(path, warnings)
 
   def read_columns(self, path: str, time_column: str,
@@ -239,10 +377,12 @@ class _Tree:
 class _ExtractTree(_Tree):
   """The same walk over an extract's in-memory tree (``scoring/extract.py``)."""
 
+  has_meta = False  # an extract keeps eval CSV columns only
+
   def __init__(self, extract: extract_lib.Extract):
     self._extract = extract
 
-  def listdir(self, path: str | Path, warnings: List[str]) -> list:
+  def listdir(self, path: str | Path, warnings: List) -> list:
     entries = self._extract.scandir(path)
     if entries is None:
       warnings.append(f'{path}: no such folder in the log extract; its logs '
@@ -282,11 +422,110 @@ def is_log_folder(root: str | Path) -> bool:
   return extract_lib.read(located[0]).scandir(root) is not None
 
 
+# --- Meta data --------------------------------------------------------------
+
+
+def parse_meta(text: str) -> Tuple[Optional[TrialMeta], List[str]]:
+  """The scoring facts of a ``meta_data_0.json`` text, and its problems (phrases).
+
+  Absent keys are not recorded (``speed_factor`` absent or null is 1.0). A
+  fact of the wrong type is a problem and is ignored; text that is not a JSON
+  object gives no meta at all.
+  """
+  try:
+    raw = json.loads(text)
+  except ValueError as e:
+    return None, [f'not valid JSON ({e})']
+  if not isinstance(raw, dict):
+    return None, [f'a JSON {type(raw).__name__}, not an object']
+  problems = []
+  benchmark = raw.get('benchmark')
+  if benchmark is not None and not isinstance(benchmark, str):
+    problems.append(f'benchmark is {benchmark!r}, not a version name')
+    benchmark = None
+  ruleset = raw.get('tuning_ruleset')
+  if ruleset is not None and ruleset not in RULESETS:
+    problems.append(f'tuning_ruleset is {ruleset!r}, not "external" or "self"')
+    ruleset = None
+  cache = raw.get('compilation_cache_used')
+  if cache is not None and not isinstance(cache, bool):
+    problems.append(f'compilation_cache_used is {cache!r}, not true or false')
+    cache = None
+  factor = raw.get('speed_factor')
+  if factor is None:
+    factor = 1.0
+  elif (isinstance(factor, bool) or not isinstance(factor, (int, float))
+        or not math.isfinite(factor) or factor <= 0):
+    problems.append(f'speed_factor is {factor!r}, not a positive number; '
+                    'times are not rescaled')
+    factor = 1.0
+  return TrialMeta(benchmark=benchmark, tuning_ruleset=ruleset,
+                   compilation_cache_used=cache,
+                   speed_factor=float(factor)), problems
+
+
+def read_meta(trial_folder: str | Path) -> Tuple[Optional[TrialMeta], Optional[str], bool]:
+  """Reads ``trial_folder/meta_data_0.json``: (meta, warning line, file exists)."""
+  path = os.path.join(trial_folder, META_FILE)
+  try:
+    with open(path, 'rb') as f:
+      data = f.read()
+  except FileNotFoundError:
+    return None, None, False
+  except OSError as e:
+    return None, (f'{path}: cannot read ({type(e).__name__}: '
+                  f'{e.strerror or e}); the trial is scored without its meta '
+                  'data.'), True
+  try:
+    text = data.decode('utf-8')
+  except UnicodeDecodeError:
+    return None, f'{path}: not UTF-8 text; the trial is scored without its meta data.', True
+  meta, problems = parse_meta(text)
+  if meta is None:
+    return None, (f'{path}: {problems[0]}; the trial is scored without its '
+                  'meta data.'), True
+  warning = None
+  if problems:
+    warning = f'{path}: {"; ".join(problems)}; ignored.'
+  return meta, warning, True
+
+
+class _MetaProbe:
+  """Reads meta data only where our runner wrote some, at almost no cost elsewhere.
+
+  Our runner writes ``meta_data_0.json`` into every trial folder it makes,
+  the reference never does. Per submission folder, the first trial folders
+  are probed; once one has the file, every trial of that submission is read,
+  and after ``MISSES`` trials in a row without one, the submission is taken
+  for another tool's logs and no more are tried. So 4,000 competition
+  trials cost a few dozen failed opens, not 4,000.
+  """
+
+  MISSES = 3
+
+  def __init__(self, tree: _Tree):
+    self._off = not tree.has_meta
+    self._ours = False
+    self._misses = 0
+
+  def read(self, folder: str, warnings: List[str]) -> Optional[TrialMeta]:
+    if self._off:
+      return None
+    meta, warning, exists = read_meta(folder)
+    if warning is not None:
+      warnings.append(warning)
+    if exists:
+      self._ours = True
+    elif not self._ours:
+      self._misses += 1
+      self._off = self._misses >= self.MISSES
+    return meta
+
 
 # --- Walking the tree -------------------------------------------------------
 
 
-def _listdir(path: str | Path, warnings: List[str]) -> List[os.DirEntry]:
+def _listdir(path: str | Path, warnings: List) -> List[os.DirEntry]:
   """Entries of ``path`` by name, dotfiles left out; a warning if unlistable."""
   try:
     with os.scandir(path) as it:
@@ -314,69 +553,97 @@ def _numbered(entries: Sequence[os.DirEntry], pattern: re.Pattern,
     yield e, (int(m.group(1)) if m else None)
 
 
-def _scan(root: Path, version: BenchmarkVersion, metric_columns: Dict[str, str],
-          time_column: str, warnings: List[str], tree: _Tree,
-          ) -> Tuple[List[_Task], List[str], int]:
-  """Finds the trial folders to read; warns about folders that do not fit."""
-  tasks: List[_Task] = []
-  submissions: List[str] = []
-  skipped = 0
-  for sub in tree.listdir(root, warnings):
+def _walk(tree: _Tree, entries: Sequence, prefix: str, depth: int,
+          events: List[_Event], submissions: List[str],
+          trials: List[FoundTrial]) -> bool:
+  """Looks for submission folders among ``entries`` and below; True if any found.
+
+  ``entries`` are the listing of a folder that is not itself a submission
+  folder (``root`` at depth 0); ``prefix`` is that folder's name relative to
+  root plus ``/`` ('' for root).
+  """
+  found = False
+  for sub in entries:
     # Files beside the submission folders (README, MANIFEST, outputs) are
     # expected in a logs folder; only folders are submissions.
     if not _is_dir(sub):
       continue
-    if _STUDY_RE.match(sub.name):
-      warnings.append(
+    if depth == 0 and _STUDY_RE.match(sub.name):
+      events.append(
           f'{sub.path}: a study folder where a submission folder is expected '
           '(is the logs folder one level too deep?); left out.')
       continue
-    entries = tree.listdir(sub.path, warnings)
-    if not any(_is_dir(e) and _STUDY_RE.match(e.name) for e in entries):
-      # One line instead of one per child: usually root is a level too high.
-      warnings.append(f'{sub.path}: no study_<n> folders; not a submission '
-                      'folder, left out.')
+    name = prefix + sub.name
+    children = tree.listdir(sub.path, events)
+    if any(_is_dir(e) and _STUDY_RE.match(e.name) for e in children):
+      submissions.append(name)
+      _scan_submission(tree, sub, name, children, events, trials)
+      found = True
       continue
-    submissions.append(sub.name)
-    for study in entries:
-      if not _is_dir(study):
-        warnings.append(f'{study.path}: unexpected file in a submission '
-                        'folder (expected study_<n> folders); ignored.')
+    below: List[_Event] = []
+    # A workload or trial folder cannot hold a submission folder: not searched.
+    searched = (depth + 1 < MAX_DEPTH and not _WORKLOAD_RE.match(sub.name)
+                and not _TRIAL_RE.match(sub.name))
+    if searched and _walk(tree, children, name + '/', depth + 1, below,
+                          submissions, trials):
+      events.extend(below)
+      found = True
+      continue
+    # Nothing below: one line here instead of one per folder further down
+    # (but problems listing folders down there are kept).
+    events.extend(e for e in below if isinstance(e, str))
+    events.append(_NoSubmission(_no_submission_text(sub.path, children)))
+  return found
+
+
+def _no_submission_text(path: str, children: Sequence) -> str:
+  if any(_is_dir(e) and _WORKLOAD_RE.match(e.name) for e in children):
+    # e.g. a run made with --experiment_name my_run (no /study_<n> at its end).
+    return (f'{path}: holds <workload>_<jax|pytorch> folders but no study_<n> '
+            'folders; move them into a study_0 folder (an --experiment_name '
+            'should end in /study_<n>); left out.')
+  return f'{path}: no study_<n> folders; not a submission folder, left out.'
+
+
+def _scan_submission(tree: _Tree, sub, name: str, entries: Sequence,
+                     events: List[_Event], trials: List[FoundTrial]) -> None:
+  """The study, workload and trial folders of one submission folder."""
+  probe = _MetaProbe(tree)
+  for study in entries:
+    if not _is_dir(study):
+      events.append(f'{study.path}: unexpected file in a submission '
+                    'folder (expected study_<n> folders); ignored.')
+      continue
+    if not _STUDY_RE.match(study.name):
+      events.append(f'{study.path}: not a study_<n> folder; left out.')
+      continue
+    for wdir in tree.listdir(study.path, events):
+      if not _is_dir(wdir):
+        events.append(f'{wdir.path}: unexpected file in a study folder '
+                      '(expected <workload>_<jax|pytorch> folders); ignored.')
         continue
-      if not _STUDY_RE.match(study.name):
-        warnings.append(f'{study.path}: not a study_<n> folder; left out.')
+      m = _WORKLOAD_RE.match(wdir.name)
+      if not m:
+        events.append(f'{wdir.path}: not a <workload>_<jax|pytorch> '
+                      'folder; left out.')
         continue
-      for wdir in tree.listdir(study.path, warnings):
-        if not _is_dir(wdir):
-          warnings.append(f'{wdir.path}: unexpected file in a study folder '
-                          '(expected <workload>_<jax|pytorch> folders); ignored.')
+      workload, framework = m.group(1), m.group(2)
+      own_warnings: List[str] = []
+      found: List[FoundTrial] = []
+      for trial, number in _numbered(tree.listdir(wdir.path, own_warnings),
+                                     _TRIAL_RE):
+        if not _is_dir(trial):
+          continue  # the reference's per-run .log files live here
+        if number is None:
+          own_warnings.append(f'{trial.path}: not a trial_<n> folder; left out.')
           continue
-        m = _WORKLOAD_RE.match(wdir.name)
-        if not m:
-          warnings.append(f'{wdir.path}: not a <workload>_<jax|pytorch> '
-                          'folder; left out.')
-          continue
-        workload, framework = m.group(1), m.group(2)
-        if workload not in metric_columns:
-          if workload in version.workloads:
-            skipped += 1  # known but not scored: never read
-          else:
-            warnings.append(f'{wdir.path}: {workload!r} is not a workload of '
-                            f'benchmark {version.name}; left out.')
-          continue
-        for trial, number in _numbered(tree.listdir(wdir.path, warnings),
-                                       _TRIAL_RE):
-          if not _is_dir(trial):
-            continue  # the reference's per-run .log files live here
-          if number is None:
-            warnings.append(f'{trial.path}: not a trial_<n> folder; left out.')
-            continue
-          tasks.append(_Task(
-              submission=sub.name, study=study.name, workload=workload,
-              framework=framework, trial=trial.name, trial_number=number,
-              path=os.path.join(trial.path, EVAL_CSV), time_column=time_column,
-              metric_column=metric_columns[workload]))
-  return tasks, submissions, skipped
+        found.append(FoundTrial(
+            submission=name, study=study.name, workload=workload,
+            framework=framework, trial=trial.name, trial_number=number,
+            folder=trial.path, meta=probe.read(trial.path, own_warnings)))
+      trials.extend(found)
+      events.append(_WorkloadDir(path=wdir.path, workload=workload,
+                                 trials=found, warnings=own_warnings))
 
 
 def _warn_mixed_frameworks(trials: List[TrialLog], warnings: List[str]) -> None:
@@ -407,23 +674,30 @@ def _warn_mixed_frameworks(trials: List[TrialLog], warnings: List[str]) -> None:
 _Columns = Tuple[Tuple[float, ...], Tuple[float, ...], Optional[str], Optional[str]]
 
 
-def _read_all(tasks: List[_Task], tree: _Tree,
-              ) -> List[Tuple[Optional[TrialLog], Optional[str]]]:
-  """Reads every task's CSV; results in task order."""
-  columns = [tree.read_columns(t.path, t.time_column, t.metric_column)
-             for t in tasks]
-  results: List[Tuple[Optional[TrialLog], Optional[str]]] = []
-  for task, (times, values, problem, note) in zip(tasks, columns):
+def _read_all(tasks: Sequence[Tuple[FoundTrial, str, str]], tree: _Tree,
+              time_column: str, warnings: List[str]) -> List[TrialLog]:
+  """Reads every task's CSV; the trials that loaded, warnings in task order."""
+  rescale = time_column != STEP_COLUMN
+  trials: List[TrialLog] = []
+  for found, path, metric in tasks:
+    times, values, problem, note = tree.read_columns(path, time_column, metric)
     if problem is not None:
-      results.append((None, f'{problem}; trial left out.'))
+      warnings.append(f'{problem}; trial left out.')
       continue
-    trial = TrialLog(
-        submission=task.submission, study=task.study, workload=task.workload,
-        framework=task.framework, trial=task.trial,
-        trial_number=task.trial_number, path=Path(task.path), times=times,
-        values=values)
-    results.append((trial, None if note is None else f'{note}.'))
-  return results
+    if note is not None:
+      warnings.append(f'{note}.')
+    meta = found.meta
+    if rescale and meta is not None and meta.speed_factor != 1.0:
+      # Reference-machine seconds: the budget was scaled by the factor, so
+      # dividing the times by it makes them compare with the nominal budget.
+      factor = meta.speed_factor
+      times = tuple(t / factor for t in times)
+    trials.append(TrialLog(
+        submission=found.submission, study=found.study, workload=found.workload,
+        framework=found.framework, trial=found.trial,
+        trial_number=found.trial_number, path=Path(path), times=times,
+        values=values, meta=meta))
+  return trials
 
 
 def read_eval_columns(path: str | Path, time_column: str,

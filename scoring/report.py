@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from algoperf.recorder import atomic_write_text
-from scoring.leaderboard import Leaderboard
+from scoring.leaderboard import Leaderboard, format_factor
 
 
 def _fmt_time(t: float, column: str) -> str:
@@ -79,6 +79,24 @@ def _time_rows(board: Leaderboard, with_fraction: bool) -> List[List[str]]:
   return rows
 
 
+def rescaling_note(board: Leaderboard) -> Optional[str]:
+  """One sentence saying the times were rescaled by speed factors; None if not."""
+  if not board.rescaled:
+    return None
+  low, high = board.speed_factor_range
+  fmt = format_factor
+  factors = fmt(low) if low == high else f'{fmt(low)} to {fmt(high)}'
+  return ('Times are reference-machine seconds: each trial\'s times were '
+          f'divided by its meta_data speed_factor ({factors}), as its budget '
+          'had been multiplied by it.')
+
+
+def ruleset_header(board: Leaderboard) -> str:
+  """The line above each leaderboard when a folder holds two rulesets."""
+  title = f' {board.ruleset.capitalize()} tuning ruleset '
+  return f'{title:=^72}'
+
+
 def terminal_text(board: Leaderboard) -> str:
   """The scores and the per-workload time to target (seconds and fraction of budget)."""
   unit = 'steps' if board.time_column == 'global_step' else 's (fraction of budget)'
@@ -86,6 +104,11 @@ def terminal_text(board: Leaderboard) -> str:
       f'Benchmark {board.benchmark}, {board.ruleset} tuning ruleset: '
       f'{_plural(len(board.submissions), "submission")}, '
       f'{_plural(board.num_trials, "trial")} scored.',
+  ]
+  note = rescaling_note(board)
+  if note:
+    parts.append(note)
+  parts += [
       '',
       _table_text(_scores_header(board), scores_rows(board)),
       '',
@@ -94,8 +117,8 @@ def terminal_text(board: Leaderboard) -> str:
                   _time_rows(board, with_fraction=True)),
   ]
   if board.warnings:
-    parts += ['', f'{len(board.warnings)} warning(s) about the logs (trials left out); '
-              'see the report or --strict.']
+    parts += ['', f'{len(board.warnings)} warning(s) about the logs (listed '
+              'above); see also the report or --strict.']
   return '\n'.join(parts) + '\n'
 
 
@@ -121,16 +144,29 @@ def write_scores_csv(board: Leaderboard, path: Path) -> None:
 
 
 def write_time_to_target_csv(board: Leaderboard, path: Path) -> None:
+  """One row per (submission, workload); with rescaled times, the speed factors too.
+
+  When any trial's times were divided by its speed factor, two more columns,
+  ``speed_factor_min`` and ``speed_factor_max``, give the factors of the
+  cell's trials (empty where it has none): the times are reference-machine
+  seconds.
+  """
   header = ['submission', 'workload', f'time_to_target_{board.time_column}',
             'fraction_of_budget', 'scored_time', 'budget_sec']
+  if board.rescaled:
+    header += ['speed_factor_min', 'speed_factor_max']
   rows = []
   for s in board.ranking():
     for w in board.scored_workloads:
       t = board.time_to_target[s][w]
       scored = board.scored_times[s].get(w, '')
-      rows.append([s, w, repr(t),
-                   _fmt_fraction(t, board.budgets[w]) if board.time_column == 'score' else '',
-                   repr(scored) if scored != '' else '', repr(board.budgets[w])])
+      row = [s, w, repr(t),
+             _fmt_fraction(t, board.budgets[w]) if board.time_column == 'score' else '',
+             repr(scored) if scored != '' else '', repr(board.budgets[w])]
+      if board.rescaled:
+        factors = board.speed_factors.get(s, {}).get(w)
+        row += [repr(f) for f in factors] if factors else ['', '']
+      rows.append(row)
   atomic_write_text(path, _csv_text(header, rows))
 
 
@@ -184,6 +220,9 @@ def write_reports(board: Leaderboard, out: Path, plot_name: str) -> List[Path]:
            f'{_plural(board.num_trials, "trial")}; '
            f'time column `{board.time_column}`. Times are medians over studies; '
            'in brackets, the fraction of the workload\'s budget.')
+  note = rescaling_note(board)
+  if note:
+    intro += ' ' + note
   score_header, score_rows = _scores_header(board), scores_rows(board)
   time_header = ['submission'] + board.scored_workloads
   time_rows = _time_rows(board, with_fraction=True)
@@ -193,12 +232,12 @@ def write_reports(board: Leaderboard, out: Path, plot_name: str) -> List[Path]:
         '## Performance profiles', '', f'![performance profiles]({plot_name})', '',
         '## Time to target', '', _md_table(time_header, time_rows), '']
   if warn:
-    md += ['## Warnings (trials left out)', ''] + [f'- {w}' for w in warn] + ['']
+    md += ['## Warnings', ''] + [f'- {w}' for w in warn] + ['']
   md_path = out / 'report.md'
   atomic_write_text(md_path, '\n'.join(md))
   warn_html = ''
   if warn:
-    warn_html = ('<h2>Warnings (trials left out)</h2><ul>'
+    warn_html = ('<h2>Warnings</h2><ul>'
                  + ''.join(f'<li>{html.escape(w)}</li>' for w in warn) + '</ul>')
   page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -229,3 +268,13 @@ def write_outputs(board: Leaderboard, out: Path) -> List[Path]:
 def write_json(board: Leaderboard, path: Path) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   atomic_write_text(path, json.dumps(board.to_json(), indent=2) + '\n')
+
+
+def write_json_boards(boards: Dict[str, Leaderboard], path: Path) -> None:
+  """One board's JSON as ``write_json``; several as ``{ruleset: board JSON}``."""
+  if len(boards) == 1:
+    write_json(next(iter(boards.values())), path)
+    return
+  path.parent.mkdir(parents=True, exist_ok=True)
+  doc = {ruleset: board.to_json() for ruleset, board in boards.items()}
+  atomic_write_text(path, json.dumps(doc, indent=2) + '\n')

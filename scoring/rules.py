@@ -1,6 +1,6 @@
 """The scoring rules, from one trial's evals to a submission's benchmark score.
 
-BENCHMARK.md section 6 fixes them; in order:
+docs/RULES.md, Scoring rules, states them; in order:
 
 1. Per trial (``first_hit``): the first eval whose validation metric meets the
    target (``>=`` when higher is better, ``<=`` otherwise; NaN never meets it).

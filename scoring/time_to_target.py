@@ -13,7 +13,7 @@ def time_to_target(values: Sequence[float], times: Sequence[float],
   """The time at the first eval whose value meets ``target``; ``inf`` if none does.
 
   ``>=`` for metrics where higher is better, ``<=`` otherwise; NaN never meets a
-  target (BENCHMARK.md section 6).
+  target (docs/RULES.md, Scoring rules).
   """
   if len(values) != len(times):
     raise ValueError(f'{len(values)} values but {len(times)} times.')
