@@ -24,7 +24,6 @@ _FALSE = {'0', 'false', 'f', 'no', 'n'}
 # Reference runner flags accepted for launch-script compatibility that change
 # nothing here; a non-default value prints a warning.
 _IGNORED_FLAGS = {
-    'imagenet_v2_data_dir': None,
     'librispeech_tokenizer_vocab_path': None,
     'torch_compile': True,
     'profile': False,
@@ -37,6 +36,84 @@ _BOOL_FLAGS = ('overwrite', 'resume_last_run', 'append_timestamp',
                'save_intermediate_checkpoints', 'torch_compile', 'profile',
                'capture_jax_trace', 'set_pytorch_max_split_size',
                'compilation_cache')
+
+
+class _Parser(argparse.ArgumentParser):
+  """argparse with one-line errors and no abbreviated flags.
+
+  A usage error is one line, ``algoperf <command>: error: <what> (see
+  algoperf <command> --help)``, and exit code 2. Prefixes of flags are not
+  accepted (``--max_global_step`` is not ``--max_global_steps``): an
+  abbreviation that works today breaks silently when a flag is added.
+  """
+
+  def __init__(self, *args: Any, **kwargs: Any):
+    kwargs.setdefault('allow_abbrev', False)
+    super().__init__(*args, **kwargs)
+
+  def error(self, message: str) -> None:  # type: ignore[override]
+    if message.startswith('unrecognized arguments:'):
+      message = _explain_unrecognized(self, message)
+    self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
+
+
+def _explain_unrecognized(parser: argparse.ArgumentParser, message: str) -> str:
+  """Names the closest real flag for each unknown one."""
+  import difflib  # pylint: disable=import-outside-toplevel
+
+  known = [o for a in parser._actions for o in a.option_strings]  # pylint: disable=protected-access
+  parts = []
+  after_flag = False
+  for arg in message.split(':', 1)[1].split():
+    name = arg.split('=', 1)[0]
+    if not name.startswith('-'):
+      if not after_flag:  # Else it is the unknown flag's value.
+        parts.append(f'unexpected argument {arg!r}')
+      after_flag = False
+      continue
+    after_flag = '=' not in arg
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+    parts.append(f'unknown flag {name}'
+                 + (f' (did you mean {close[0]}?)' if close else ''))
+  return '; '.join(parts) if parts else message
+
+
+def _subcommand_parser(parser: argparse.ArgumentParser,
+                       command: Optional[str]) -> Optional[argparse.ArgumentParser]:
+  for action in parser._actions:  # pylint: disable=protected-access
+    if isinstance(action, argparse._SubParsersAction):  # pylint: disable=protected-access
+      return action.choices.get(command) if command else None
+  return None
+
+
+def _positive_int(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}') from None
+  if value < 1:
+    raise argparse.ArgumentTypeError(f'must be a positive integer, got {value}')
+  return value
+
+
+def _non_negative_int(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'expected an integer >= 0, got {text!r}') from None
+  if value < 0:
+    raise argparse.ArgumentTypeError(f'must be >= 0, got {value}')
+  return value
+
+
+def _positive_float(text: str) -> float:
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'expected a positive number, got {text!r}') from None
+  if not value > 0 or value == float('inf'):
+    raise argparse.ArgumentTypeError(f'must be a positive number, got {text}')
+  return value
 
 
 def _bool(text: str) -> bool:
@@ -100,9 +177,9 @@ def _add_sweep_parser(sub: Any) -> None:
   sweep.add_argument('--workloads', default=DEFAULT_WORKLOAD,
                      help='comma-separated workload names (default '
                      f'{DEFAULT_WORKLOAD})')
-  sweep.add_argument('--num_studies', type=int, default=None,
+  sweep.add_argument('--num_studies', type=_positive_int, default=None,
                      help='studies per workload (default: the benchmark\'s)')
-  sweep.add_argument('--num_tuning_trials', type=int, default=None,
+  sweep.add_argument('--num_tuning_trials', type=_positive_int, default=None,
                      help='trials per study (default: the benchmark\'s; 1 '
                      'under self-tuning)')
   sweep.add_argument('--experiment_dir', default='./experiments',
@@ -117,10 +194,10 @@ def _add_sweep_parser(sub: Any) -> None:
   sweep.add_argument('--tuning_seed', type=int, default=0,
                      help='study s draws its points with --tuning_seed + s')
   sweep.add_argument('--benchmark', default=None,
-                     help='benchmark version (default v0.6; small for the CPU workloads)')
+                     help='benchmark version (default: small when every workload is a small one, else v0.6)')
   sweep.add_argument('--executor', default='local',
                      choices=('local', 'slurm', 'submitit_local'))
-  sweep.add_argument('--max_parallel', type=int, default=None,
+  sweep.add_argument('--max_parallel', type=_positive_int, default=None,
                      help='runs at a time (default: 1 locally, since parallel '
                      'runs share the machine and skew each other\'s times; '
                      'no limit on SLURM)')
@@ -156,7 +233,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
       num_tuning_trials=args.num_tuning_trials,
       seed=args.seed,
       tuning_seed=args.tuning_seed,
-      benchmark=args.benchmark or benchmarks.DEFAULT_VERSION,
+      benchmark=args.benchmark or _default_version(args.workloads.split(',')),
       run_args=args.run_args,
       executor=args.executor,
       max_parallel=args.max_parallel,
@@ -174,10 +251,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
+  parser = _Parser(
       prog='algoperf',
       description='Benchmark neural-network training algorithms the AlgoPerf way.')
-  sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+  sub = parser.add_subparsers(dest='command', metavar='COMMAND',
+                              parser_class=_Parser)
 
   run = sub.add_parser(
       'run', help='train a workload with a submission (no arguments: NadamW on '
@@ -194,7 +272,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    "tuning_search_space.json beside the submission)")
   run.add_argument('--tuning_ruleset', default='external',
                    choices=('external', 'self'))
-  run.add_argument('--num_tuning_trials', type=int, default=1)
+  run.add_argument('--num_tuning_trials', type=_positive_int, default=1)
   run.add_argument('--experiment_dir', default='./experiments')
   run.add_argument('--experiment_name', default=None,
                    help='default: <submission>/study_<n>, the first study not '
@@ -203,17 +281,18 @@ def _build_parser() -> argparse.ArgumentParser:
                    help='dataset folder (default: the workload\'s standard place)')
   run.add_argument('--rng_seed', type=int, default=None,
                    help='seed of every trial (default: a fresh one per trial)')
-  run.add_argument('--max_global_steps', type=int, default=None)
+  run.add_argument('--max_global_steps', type=_positive_int, default=None)
   add_bool(run, 'overwrite', False, 'replace an existing experiment folder')
   add_bool(run, 'resume_last_run', False,
             'keep an existing experiment folder: finished trials are skipped, '
             'unfinished ones continue from their latest checkpoint')
-  run.add_argument('--hparam_start_index', type=int, default=None)
-  run.add_argument('--hparam_end_index', type=int, default=None)
+  run.add_argument('--hparam_start_index', type=_non_negative_int, default=None)
+  run.add_argument('--hparam_end_index', type=_non_negative_int, default=None)
   run.add_argument('--framework', default='jax', choices=('jax',))
   run.add_argument('--benchmark', default=None,
-                   help='benchmark version for budgets and targets (default v0.6)')
-  run.add_argument('--global_batch_size', type=int, default=None,
+                   help='benchmark version for budgets and targets (default: '
+                   'small for fashion_mnist and mnist1d, else v0.6)')
+  run.add_argument('--global_batch_size', type=_positive_int, default=None,
                    help='batch size for workloads the submission does not know')
   run.add_argument('--tuning_seed', type=int, default=0,
                    help='seed of the quasi-random search (same seed, same points)')
@@ -222,13 +301,25 @@ def _build_parser() -> argparse.ArgumentParser:
   add_bool(run, 'synthetic_data', False,
             'random data of the real shapes instead of the dataset (smoke tests)')
   add_bool(run, 'progress', True, 'print a live progress line')
-  add_bool(run, 'compilation_cache', True,
-            'keep compiled steps in <experiment_dir>/.jax_cache so the next '
-            'run starts faster (false: JAX\'s own settings apply)')
+  add_bool(run, 'compilation_cache', None,
+            'keep compiled steps in a persistent cache (default off: '
+            'compilation is on the clock, so a cached run starts faster and '
+            'is not comparable; on when --compilation_cache_dir or '
+            '$JAX_COMPILATION_CACHE_DIR is set; recorded in meta_data)')
+  run.add_argument('--compilation_cache_dir', default=None, metavar='DIR',
+                   help='the cache folder (default $JAX_COMPILATION_CACHE_DIR, '
+                   'else ~/.cache/algoperf/jax_cache); outside --experiment_dir')
+  run.add_argument('--speed_factor', type=_positive_float, default=None,
+                   help='small workloads only: this machine\'s speed relative '
+                   'to the reference machine, which scales their budgets '
+                   '(default: measured before the first trial; recorded in '
+                   'meta_data, and scoring divides times by it)')
+  run.add_argument('--imagenet_v2_data_dir', default=None,
+                   help='ImageNet-v2 folder for the ImageNet workloads\' test split')
   add_bool(run, 'save_checkpoints', True,
             'checkpoint the trial after each eval (off the clock), so '
             '--resume_last_run continues it after a preemption')
-  run.add_argument('--num_checkpoints_to_keep', type=int, default=2,
+  run.add_argument('--num_checkpoints_to_keep', type=_positive_int, default=2,
                    help='newest checkpoints kept per trial (default 2)')
   add_bool(run, 'save_intermediate_checkpoints', True,
             'false: keep only the latest checkpoint (as '
@@ -263,7 +354,7 @@ def _build_parser() -> argparse.ArgumentParser:
   check.add_argument('--workload', action='append', default=None,
                      help='workload for the dry run (repeat, or comma-separate, '
                      'for several; default mnist1d)')
-  check.add_argument('--steps', type=int, default=5,
+  check.add_argument('--steps', type=_non_negative_int, default=5,
                      help='dry-run steps per workload (default 5; 0: static '
                      'checks only)')
   check.add_argument('--tuning_search_space', default=None,
@@ -272,7 +363,7 @@ def _build_parser() -> argparse.ArgumentParser:
   check.add_argument('--tuning_ruleset', default=None, choices=('external', 'self'),
                      help='default: self for a folder ending in _self_tuning, '
                      'else external')
-  check.add_argument('--global_batch_size', type=int, default=None,
+  check.add_argument('--global_batch_size', type=_positive_int, default=None,
                      help='batch size for workloads the submission does not know')
 
   lst = sub.add_parser('list', help='list workloads and bundled submissions')
@@ -291,9 +382,40 @@ def _build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _default_version(workload_names: Sequence[str]) -> str:
+  """``small`` for the laptop benchmark's workloads, else the latest AlgoPerf version."""
+  from algoperf import benchmarks  # pylint: disable=import-outside-toplevel
+
+  names = [n.strip() for n in workload_names if n.strip()]
+  if names and all(n in benchmarks.small_workloads() for n in names):
+    return 'small'
+  return benchmarks.DEFAULT_VERSION
+
+
+def _check_run_flags(args: argparse.Namespace) -> None:
+  """Flag combinations argparse cannot check by itself."""
+  from algoperf.errors import ConfigError  # pylint: disable=import-outside-toplevel
+
+  if args.overwrite and args.resume_last_run:
+    raise ConfigError('--overwrite and --resume_last_run are mutually exclusive: '
+                      'overwrite deletes the previous run, resume_last_run '
+                      'continues it. Pass one of them.')
+  start, end = args.hparam_start_index, args.hparam_end_index
+  if start is not None and end is not None and start >= end:
+    raise ConfigError(f'--hparam_start_index ({start}) must be smaller than '
+                      f'--hparam_end_index ({end}): the trials run are '
+                      f'start..end-1 (e.g. --hparam_start_index {end} '
+                      f'--hparam_end_index {end + 1} runs one).')
+  if end is not None and end > args.num_tuning_trials:
+    raise ConfigError(f'--hparam_end_index ({end}) is beyond '
+                      f'--num_tuning_trials ({args.num_tuning_trials}): raise '
+                      '--num_tuning_trials or lower the index.')
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
   from algoperf import distributed, experiment  # pylint: disable=import-outside-toplevel
 
+  _check_run_flags(args)
   # Before anything touches a device: the mesh must span every process.
   distributed.initialize(args.coordinator_address, args.num_processes,
                          args.process_id)
@@ -328,18 +450,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
       hparam_start_index=args.hparam_start_index,
       hparam_end_index=args.hparam_end_index,
       framework=args.framework,
-      benchmark=args.benchmark or experiment.benchmarks.DEFAULT_VERSION,
+      benchmark=args.benchmark or _default_version([args.workload]),
       global_batch_size=args.global_batch_size,
       tuning_seed=args.tuning_seed,
       synthetic_data=args.synthetic_data,
       progress=args.progress,
       compilation_cache=args.compilation_cache,
+      compilation_cache_dir=args.compilation_cache_dir,
+      speed_factor=args.speed_factor,
+      imagenet_v2_data_dir=args.imagenet_v2_data_dir,
       save_checkpoints=args.save_checkpoints,
       num_checkpoints_to_keep=(args.num_checkpoints_to_keep
                                if args.save_intermediate_checkpoints else 1),
   )
   flag_values = {k: v for k, v in vars(args).items() if k != 'command'}
   outcomes = experiment.run(options, flag_values)
+  failed = [o for o in outcomes if o.failed]
   reached = [o for o in outcomes
              if o.summary.get('time_to_validation_target') is not None]
   if outcomes:
@@ -351,6 +477,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f'(trial_{best.trial_index}). Logs: {best.trial_dir}')
     elif outcomes[0].trial_dir is not None:
       print(f'Logs: {outcomes[0].trial_dir.parent}')
+  if failed:
+    print(f'{len(failed)} trial(s) failed in the submission: '
+          + ', '.join(f'trial_{o.trial_index}' for o in failed)
+          + ' (see above). Fix the submission, then rerun the same command '
+          'with --resume_last_run to retry them.', file=sys.stderr)
+    return 1
   return 0
 
 
@@ -371,11 +503,22 @@ def _cmd_check(args: argparse.Namespace) -> int:
   return 0 if report.ok else 2
 
 
+def _load_version(name: Optional[str]) -> Any:
+  """A benchmark version; an unknown name is a one-line error listing the known ones."""
+  from algoperf import benchmarks  # pylint: disable=import-outside-toplevel
+  from algoperf.errors import ConfigError  # pylint: disable=import-outside-toplevel
+
+  try:
+    return benchmarks.load(name)
+  except ValueError as e:
+    raise ConfigError(f'{e} Pass one of them to --benchmark.') from e
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
   import workloads  # pylint: disable=import-outside-toplevel
   from algoperf import benchmarks  # pylint: disable=import-outside-toplevel
 
-  version = benchmarks.load(args.benchmark)
+  version = _load_version(args.benchmark)
   print(f'Workloads (benchmark {version.name}):')
   for name in workloads.list_workloads():
     facts = version.workloads.get(name)
@@ -428,7 +571,7 @@ def _add_reproduce_parser(sub: Any) -> None:
   mini.add_argument('--submissions', default=None,
                     help='comma-separated bundled names or paths instead of '
                     'nadamw,adamw,momentum,schedule_free_adamw')
-  mini.add_argument('--max_parallel', type=int, default=1,
+  mini.add_argument('--max_parallel', type=_positive_int, default=1,
                     help='runs at a time (default 1: parallel runs share the '
                     'cores and slow each other\'s clocks, which are the score)')
   add_bool(mini, 'progress', True, 'live table on a terminal (else one line per change)')
@@ -471,8 +614,13 @@ def describe_workload(name: str, benchmark: Optional[str] = None) -> Dict[str, A
   import workloads  # pylint: disable=import-outside-toplevel
   from algoperf import benchmarks  # pylint: disable=import-outside-toplevel
 
-  version = benchmarks.load(benchmark)
-  workload = workloads.get_workload(name, benchmark=version.name)
+  from algoperf.errors import ConfigError  # pylint: disable=import-outside-toplevel
+
+  version = _load_version(benchmark)
+  try:
+    workload = workloads.get_workload(name, benchmark=version.name)
+  except (KeyError, ValueError) as e:
+    raise ConfigError(f'{str(e).strip(chr(34))} See `algoperf list`.') from e
   jax.eval_shape(workload.init_model_fn, jax.random.PRNGKey(0))
   leaves = jax.tree_util.tree_flatten_with_path(workload.param_shapes)[0]
   shapes = {
@@ -545,7 +693,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
   logging.basicConfig(level=logging.WARNING, format='%(levelname)s: %(message)s')
   parser = _build_parser()
-  args = parser.parse_args(_normalise_bool_flags(argv))
+  try:
+    args, unknown = parser.parse_known_args(_normalise_bool_flags(argv))
+    if unknown:
+      # Reported by the sub-command's parser, which knows its own flags.
+      owner = _subcommand_parser(parser, getattr(args, 'command', None)) or parser
+      owner.error('unrecognized arguments: ' + ' '.join(unknown))
+  except SystemExit as e:  # A usage error (one line, printed) or --help.
+    return e.code if isinstance(e.code, int) else 2
   if args.command is None:
     parser.print_help()
     return 2
@@ -555,7 +710,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   from algoperf.errors import user_errors  # pylint: disable=import-outside-toplevel
 
   try:
-    return handlers[args.command](args)
+    code = handlers[args.command](args)
+    sys.stdout.flush()  # A closed pipe shows here, not at interpreter exit.
+    return code
+  except BrokenPipeError:
+    # `algoperf list | head -1`: the reader has what it wanted.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 0
   except user_errors() as e:
     print(f'algoperf {args.command}: error: {e}', file=sys.stderr)
     return 2
@@ -569,7 +731,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           file=sys.stderr)
     return 2
   except KeyboardInterrupt:
-    print('Interrupted; logs written so far are kept.', file=sys.stderr)
+    hint = {'run': ' To continue, run the same command with --resume_last_run.',
+            'sweep': ' To continue, run the same command again: finished runs '
+                     'are skipped, cut-off ones resume.',
+            'reproduce': ' To continue, run the same command again.'}
+    print(f'Interrupted; the logs written so far are kept.'
+          f'{hint.get(args.command, "")}', file=sys.stderr)
     return 130
 
 

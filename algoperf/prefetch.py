@@ -175,10 +175,18 @@ class Prefetcher(Iterator[Any]):
     if self._closed:
       raise StopIteration
     buffer = self._buffer
-    with buffer.changed:
-      buffer.changed.wait_for(lambda: buffer.items)
+    try:
+      # The usual case, without the lock: a batch is waiting (a deque's
+      # popleft is atomic). Taking the lock every step cost ~10 us.
       item = buffer.items.popleft()
-      if len(buffer.items) == buffer.refill_at:
+    except IndexError:
+      with buffer.changed:
+        buffer.changed.wait_for(lambda: buffer.items)
+        item = buffer.items.popleft()
+    if len(buffer.items) <= buffer.refill_at:
+      # Under the lock, so the producer cannot miss it between checking the
+      # buffer and going to sleep.
+      with buffer.changed:
         buffer.changed.notify_all()  # Time for the next burst.
     if item is _END:
       self.close()

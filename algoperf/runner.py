@@ -124,21 +124,32 @@ _KEYS_PER_BLOCK = 64
 @functools.partial(jax.jit, static_argnums=2)
 def _key_block(rng: jax.Array, first_step: int,
                num_steps: int) -> Tuple[jax.Array, ...]:
-  """``split(fold_in(rng, s), 4)`` for ``num_steps`` steps from ``first_step``, flat."""
+  """The (select, update) keys of ``num_steps`` steps from ``first_step``, flat.
+
+  Step ``s``'s keys are ``split(fold_in(rng, s), 4)[:2]``; the other two
+  (prepare-for-eval, eval) are needed only at evals (``_eval_keys``).
+  """
   steps = first_step + jax.numpy.arange(num_steps)
   keys = jax.vmap(
       lambda step: jax.random.split(jax.random.fold_in(rng, step), 4))(steps)
-  return tuple(keys[i, j] for i in range(num_steps) for j in range(4))
+  return tuple(keys[i, j] for i in range(num_steps) for j in range(2))
+
+
+@jax.jit
+def _eval_keys(rng: jax.Array, step: jax.Array) -> Tuple[jax.Array, jax.Array]:
+  """Step ``step``'s (prepare-for-eval, eval) keys: ``split(fold_in(rng, step), 4)[2:]``."""
+  keys = jax.random.split(jax.random.fold_in(rng, step), 4)
+  return keys[2], keys[3]
 
 
 class _StepKeys:
-  """Each step's (select, update, prepare-for-eval, eval) keys.
+  """Each step's keys: (select, update) for every step, (prepare, eval) at evals.
 
-  The values of ``split(fold_in(rng, global_step), 4)``, computed for 64 steps
-  in one jitted call and handed out as separate arrays: deriving them per step
-  costs a dispatch and a device round trip (6 dispatches done eagerly), about
-  0.15 ms of every step on a CPU, which the device spends idle; per block
-  it is ~7 us a step.
+  The values of ``split(fold_in(rng, global_step), 4)``. The two every step
+  needs are computed for 64 steps in one jitted call and handed out as
+  separate arrays: deriving them per step costs a dispatch and a device round
+  trip (6 dispatches done eagerly), about 0.15 ms of every step on a CPU; per
+  block it is ~10 us a step, most of it making the block's 128 arrays.
   """
 
   def __init__(self, rng: jax.Array):
@@ -151,7 +162,11 @@ class _StepKeys:
     if not self._keys or not 0 <= offset < _KEYS_PER_BLOCK:
       self._first, offset = global_step, 0
       self._keys = _key_block(self._rng, global_step, _KEYS_PER_BLOCK)
-    return self._keys[4 * offset:4 * offset + 4]
+    return self._keys[2 * offset:2 * offset + 2]
+
+  def at_eval(self, global_step: int) -> Tuple[jax.Array, jax.Array]:
+    """The (prepare-for-eval, eval) keys of ``global_step`` (off the clock)."""
+    return _eval_keys(self._rng, global_step)
 
 
 def _replicate_unplaced(tree: Any) -> Any:
@@ -308,7 +323,7 @@ class _Trial:
   def _step(self) -> None:
     """One ``data_selection`` + ``update_params``, on the running clock."""
     state, config, submission = self.state, self.config, self.submission
-    select_rng, update_rng, _, _ = self.step_keys(state.global_step)
+    select_rng, update_rng = self.step_keys(state.global_step)
     self.hook = 'data_selection'
     batch = submission.data_selection(
         self.fenced, self.input_queue, state.optimizer_state, state.params,
@@ -381,7 +396,7 @@ class _Trial:
     state = self.state
     self.clock.start()
     self.hook = 'prepare_for_eval'
-    _, _, prep_rng, _ = self.step_keys(state.global_step - 1)
+    prep_rng, _ = self.step_keys.at_eval(state.global_step - 1)
     state.optimizer_state, state.params, state.model_state = prepare(
         workload=self.fenced,
         current_param_container=state.params,
@@ -406,7 +421,7 @@ class _Trial:
     self._prepare_for_eval()
     # The budget is checked before each eval: nothing is evaluated past it.
     if state.is_time_remaining:
-      _, _, _, eval_rng = self.step_keys(state.global_step - 1)
+      _, eval_rng = self.step_keys.at_eval(state.global_step - 1)
       with self.eval_watch.measure():
         result = dict(self.workload.eval_model(
             self.config.eval_batch_size or self.workload.eval_batch_size,

@@ -1,12 +1,19 @@
-"""A fast first step: the persistent compilation cache and the start-up clock.
+"""Start-up: the persistent compilation cache and the start-up clock.
 
 Most of the time between `algoperf run` and the first training step is XLA
 compiling the model's init, the submission's step and the eval step. JAX can
-keep compiled executables on disk and load them in the next process; the
-runner turns that on by default, in ``<experiment_dir>/.jax_cache`` (a dot
-folder, so `algoperf score` skips it). Entries are keyed on the computation,
-the compiler options and the device, so a changed model or JAX version
-compiles again; the folder can be deleted at any time.
+keep compiled executables on disk and load them in the next process. But
+compilation is on the submission clock, as in the benchmark, so a cache would
+make a run's score depend on what ran on the machine before it: scored runs
+(`algoperf run`, `algoperf sweep`) use no persistent cache unless the user
+asks for one (``--compilation_cache``, ``--compilation_cache_dir`` or
+``JAX_COMPILATION_CACHE_DIR``), and each trial's ``meta_data`` records whether
+one was used. `algoperf check`, which scores nothing, keeps one by default.
+The cache lives outside the experiment folder (default
+``~/.cache/algoperf/jax_cache``), which must hold nothing but submission
+folders. Entries are keyed on the computation, the compiler options and the
+device, so a changed model or JAX version compiles again; the folder can be
+deleted at any time.
 """
 
 from __future__ import annotations
@@ -19,7 +26,6 @@ from typing import Any, Dict, Iterator, Optional
 
 from algoperf.runner import Listener
 
-CACHE_DIR_NAME = '.jax_cache'
 # Every compile is worth keeping: on a CPU even the train step of a small
 # model compiles in well under JAX's default threshold of 1 s, and those
 # compiles are what the first step waits for.
@@ -27,6 +33,33 @@ _CACHE_OPTIONS = {
     'jax_persistent_cache_min_compile_time_secs': 0.0,
     'jax_persistent_cache_min_entry_size_bytes': 0,
 }
+
+
+def default_cache_dir() -> Path:
+  """``$XDG_CACHE_HOME/algoperf/jax_cache`` (``~/.cache/algoperf/jax_cache``)."""
+  base = os.environ.get('XDG_CACHE_HOME') or os.path.join('~', '.cache')
+  return Path(base).expanduser() / 'algoperf' / 'jax_cache'
+
+
+def resolve_cache_dir(requested: Optional[bool], folder: Optional[str] = None,
+                      ) -> Optional[Path]:
+  """The compilation-cache folder a run should use, or None for no cache.
+
+  ``requested``: True (``--compilation_cache``), False
+  (``--nocompilation_cache``: off even if ``JAX_COMPILATION_CACHE_DIR`` is
+  set) or None (not given: on only if ``folder`` or the environment names a
+  folder). The folder is ``folder``, else ``JAX_COMPILATION_CACHE_DIR``, else
+  ``default_cache_dir()``.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from_env = jax.config.jax_compilation_cache_dir  # JAX reads the variable.
+  if requested is False:
+    return None
+  if requested is None and not folder and not from_env:
+    return None
+  return Path(folder or from_env or default_cache_dir()).expanduser().resolve()
+
 
 _IMPORTED_AT = time.perf_counter()
 
@@ -50,29 +83,21 @@ def seconds_since_process_start() -> float:
 
 
 @contextlib.contextmanager
-def compilation_cache(experiment_dir: str, enabled: bool = True
-                      ) -> Iterator[Optional[Path]]:
-  """Within the block, compiled executables persist in ``<experiment_dir>/.jax_cache``.
+def compilation_cache(folder: Optional[Path]) -> Iterator[Optional[Path]]:
+  """Within the block, compiled executables persist in ``folder``; None: no cache at all.
 
-  Yields the folder (None when ``enabled`` is False: then JAX's own settings,
-  e.g. ``JAX_COMPILATION_CACHE_DIR``, apply unchanged). A cache folder the
-  user already set through JAX is kept, not replaced. The previous settings
-  come back on exit, so a later run in the same process (tests, notebooks)
-  uses its own folder.
+  The previous settings come back on exit, so a later run in the same
+  process (tests, notebooks) uses its own setting.
   """
-  if not enabled:
-    yield None
-    return
   import jax  # pylint: disable=import-outside-toplevel
   from jax.experimental.compilation_cache import compilation_cache as cc  # pylint: disable=import-outside-toplevel
 
-  folder = jax.config.jax_compilation_cache_dir
-  if folder:
-    folder = Path(folder)
+  if folder is None:
+    options: Dict[str, Any] = {'jax_compilation_cache_dir': None,
+                               'jax_enable_compilation_cache': False}
   else:
-    folder = Path(experiment_dir).expanduser().resolve() / CACHE_DIR_NAME
-  options: Dict[str, Any] = {'jax_compilation_cache_dir': str(folder),
-                             **_CACHE_OPTIONS}
+    options = {'jax_compilation_cache_dir': str(folder),
+               'jax_enable_compilation_cache': True, **_CACHE_OPTIONS}
   saved = {name: getattr(jax.config, name) for name in options}
   for name, value in options.items():
     jax.config.update(name, value)

@@ -7,7 +7,10 @@ the same optimizer: the NAdamW baseline, built by ``submissions/nadamw``'s own
 
 (a) bare: a jitted step written here (loss, gradient, the gradient norm the
     submission also computes, optimizer update), called in a plain Python loop
-    with no per-step device sync: the limit the harness can approach.
+    with no per-step device sync. Measured twice: taking batches straight from
+    the iterator (the plain loop a user would write), and through the same
+    background prefetcher the runner uses (``algoperf/prefetch.py``), which
+    isolates the harness's own cost: the ratio to that one is the overhead.
 (b) runner: ``runner.train_once`` with the real submission, a metrics logger
     writing CSVs into a temporary folder and the listeners (first-step timer,
     progress printer), as ``algoperf run`` wires them (minus folders, meta
@@ -59,8 +62,9 @@ import jax  # pylint: disable=wrong-import-position
 import optax  # pylint: disable=wrong-import-position
 
 import workloads  # pylint: disable=wrong-import-position
-from algoperf import (clock, jax_sharding_utils, progress, recorder,  # pylint: disable=wrong-import-position
-                      runner, spec, startup, submission_utils, tuning)
+from algoperf import (clock, jax_sharding_utils, prefetch, progress,  # pylint: disable=wrong-import-position
+                      recorder, runner, spec, startup, submission_utils,
+                      tuning)
 from algoperf.submission import Submission, load_submission  # pylint: disable=wrong-import-position
 
 _SUBMISSION = _REPO / 'submissions' / 'nadamw'
@@ -88,12 +92,14 @@ _jitted_bare_step = jax.jit(_bare_step, static_argnums=(0, 1),
 
 def run_bare(workload: spec.Workload, submission: Submission,
              hyperparameters: Any, batch_size: int, steps: int,
-             seed: int) -> float:
+             seed: int, prefetched: bool = False) -> float:
   """Steps per second of ``steps`` bare steps after a compiled first one."""
   rng = jax.random.PRNGKey(seed)
   data_rng, init_rng, opt_rng, step_rng = jax.random.split(rng, 4)
   batches = workload._build_input_queue(  # pylint: disable=protected-access
       data_rng, 'train', None, global_batch_size=batch_size)
+  if prefetched:
+    batches = prefetch.Prefetcher(batches)
   params, model_state = workload.init_model_fn(init_rng)
   optimizer_state, opt_update_fn = submission.init_optimizer_state(
       workload, params, model_state, hyperparameters, opt_rng)
@@ -105,13 +111,17 @@ def run_bare(workload: spec.Workload, submission: Submission,
     return _jitted_bare_step(workload, opt_update_fn, *state[:3],
                              next(batches), step_rng, i, *extra)
 
-  state = step((params, optimizer_state, model_state), 0)
-  jax.block_until_ready(state)
-  start = time.perf_counter()
-  for i in range(1, steps + 1):
-    state = step(state, i)
-  jax.block_until_ready(state)
-  return steps / (time.perf_counter() - start)
+  try:
+    state = step((params, optimizer_state, model_state), 0)
+    jax.block_until_ready(state)
+    start = time.perf_counter()
+    for i in range(1, steps + 1):
+      state = step(state, i)
+    jax.block_until_ready(state)
+    return steps / (time.perf_counter() - start)
+  finally:
+    if prefetched:
+      batches.close()
 
 
 # --- (b) the runner -------------------------------------------------------------
@@ -265,14 +275,18 @@ def measure(workload_name: str, steps: int, repeats: int,
   args = (workload, submission, hyperparameters, batch_size, steps)
   # Untimed warm-up of both: data loading, eval compilation, caches.
   run_bare(*args, seed=0)
+  run_bare(*args, seed=0, prefetched=True)
   run_runner(*args, seed=0)
   bare: List[float] = []
+  bare_prefetched: List[float] = []
   ran: List[float] = []
   for i in range(repeats):
     bare.append(run_bare(*args, seed=i + 1))
+    bare_prefetched.append(run_bare(*args, seed=i + 1, prefetched=True))
     ran.append(run_runner(*args, seed=i + 1)[0])
-    log(f'  repeat {i + 1}: bare {bare[-1]:8.2f} steps/s   runner '
-        f'{ran[-1]:8.2f} steps/s   ratio {ran[-1] / bare[-1]:.4f}')
+    log(f'  repeat {i + 1}: bare {bare[-1]:8.2f}   bare+prefetch '
+        f'{bare_prefetched[-1]:8.2f}   runner {ran[-1]:8.2f} steps/s   ratios '
+        f'{ran[-1] / bare[-1]:.4f} / {ran[-1] / bare_prefetched[-1]:.4f}')
   out: Dict[str, Any] = {
       'workload': workload_name,
       'synthetic_data': synthetic,
@@ -281,12 +295,17 @@ def measure(workload_name: str, steps: int, repeats: int,
       'batch_size': batch_size,
       'devices': [str(d) for d in jax.devices()],
       'bare_steps_per_sec': bare,
+      'bare_prefetch_steps_per_sec': bare_prefetched,
       'runner_steps_per_sec': ran,
       'bare_median': statistics.median(bare),
+      'bare_prefetch_median': statistics.median(bare_prefetched),
       'runner_median': statistics.median(ran),
       'paired_ratio_median': statistics.median(r / b for r, b in zip(ran, bare)),
+      'paired_ratio_prefetch_median': statistics.median(
+          r / b for r, b in zip(ran, bare_prefetched)),
   }
   out['ratio'] = out['runner_median'] / out['bare_median']
+  out['ratio_prefetch'] = out['runner_median'] / out['bare_prefetch_median']
   if profile:
     rate, split = run_runner(*args, seed=repeats + 1, profile=True)
     out['profiled_runner_steps_per_sec'] = rate
@@ -302,11 +321,19 @@ def format_table(out: Dict[str, Any]) -> str:
       f'{out["repeats"]} repeats, devices {", ".join(out["devices"])}',
       f'{"":<24}{"median steps/s":>16}{"all repeats":>14}',
   ]
-  for key, name in (('bare', 'bare jitted loop'), ('runner', 'algoperf runner')):
+  for key, name in (('bare', 'bare jitted loop'),
+                    ('bare_prefetch', 'bare loop + prefetch'),
+                    ('runner', 'algoperf runner')):
+    if f'{key}_steps_per_sec' not in out:
+      continue
     figures = ' '.join(f'{v:.2f}' for v in out[f'{key}_steps_per_sec'])
     lines.append(f'{name:<24}{out[f"{key}_median"]:>16.2f}  {figures}')
   lines.append(f'ratio runner / bare: {out["ratio"]:.4f} (median of paired '
                f'ratios {out["paired_ratio_median"]:.4f})')
+  if 'ratio_prefetch' in out:
+    lines.append(f'ratio runner / (bare + prefetch): {out["ratio_prefetch"]:.4f} '
+                 f'(median of paired ratios '
+                 f'{out["paired_ratio_prefetch_median"]:.4f})')
   split = out.get('runner_split_sec_per_step')
   if split:
     total = sum(split.values())

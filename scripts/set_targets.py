@@ -16,7 +16,18 @@ The budget and step hint are then facts of this machine: write them, with the
 machine's description, into ``algoperf/benchmarks/small_workloads.json``
 (``--write`` does it). Run on an otherwise idle machine.
 
+``--retime POINT`` skips steps 1-3: it keeps the current targets and times
+point ``POINT`` of the search space with ``--seeds`` seeds for a new budget
+(step 4) on this machine, which becomes the reference machine.
+``--calibrate`` measures this machine's speed calibration
+(``algoperf/speed.py``, median of ``--calibration_repeats`` measurements)
+and, with ``--write``, records it as the reference the speed factor of every
+other machine is measured against. Budgets and the calibration must come from
+the same machine.
+
 Usage: python scripts/set_targets.py --workload fashion_mnist --step_hint 2000
+       python scripts/set_targets.py --workload mnist1d --step_hint 3000 --retime 0 --write
+       python scripts/set_targets.py --calibrate --write --machine "2-core ... VM"
 """
 
 from __future__ import annotations
@@ -28,7 +39,9 @@ import platform
 import tempfile
 from pathlib import Path
 
-from algoperf import benchmarks, recorder
+import statistics
+
+from algoperf import benchmarks, recorder, speed
 from algoperf.experiment import RunOptions, run
 
 _REPO = Path(__file__).resolve().parent.parent
@@ -70,6 +83,9 @@ def _runs(workload, step_hint, seeds_and_points, space_path, work_dir, data_dir)
         rng_seed=seed,
         max_global_steps=step_hint,
         overwrite=True,
+        # Budgets are reference-machine seconds: no speed scaling, no cache.
+        speed_factor=1.0,
+        compilation_cache=False,
     )
     outcome = run(options, {'set_targets': True})[0]
     rows = recorder.read_eval_measurements(
@@ -79,10 +95,28 @@ def _runs(workload, step_hint, seeds_and_points, space_path, work_dir, data_dir)
   return results
 
 
+def _calibrate(args: argparse.Namespace) -> dict:
+  samples = []
+  for i in range(args.calibration_repeats):
+    measured = speed.measure()
+    samples.append(measured.seconds)
+    print(f'calibration {i + 1}/{args.calibration_repeats}: {measured.seconds:.4f} s '
+          f'(repeats {", ".join(f"{x:.4f}" for x in measured.samples)})')
+  return {'version': speed.CALIBRATION_VERSION,
+          'seconds': round(statistics.median(samples), 4),
+          'samples': [round(x, 4) for x in samples]}
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--workload', required=True)
-  parser.add_argument('--step_hint', type=int, required=True)
+  parser.add_argument('--workload', default=None)
+  parser.add_argument('--step_hint', type=int, default=None)
+  parser.add_argument('--retime', type=int, default=None, metavar='POINT',
+                      help='keep the targets; time search-space point POINT '
+                      'with --seeds seeds for a new budget')
+  parser.add_argument('--calibrate', action='store_true',
+                      help='measure the speed calibration of this machine')
+  parser.add_argument('--calibration_repeats', type=int, default=9)
   parser.add_argument('--seeds', type=int, default=5)
   parser.add_argument('--budget_factor', type=float, default=1.5)
   parser.add_argument('--decimals', type=int, default=2,
@@ -96,6 +130,18 @@ def main() -> None:
   parser.add_argument('--write', action='store_true',
                       help='write the result into small_workloads.json')
   args = parser.parse_args()
+  if args.calibrate:
+    calibration = _calibrate(args)
+    print(json.dumps(calibration, indent=2))
+    if args.write:
+      small = json.loads(_SMALL.read_text())
+      small['calibration'] = {**calibration, 'machine': args.machine
+                              or small['reference_machine']}
+      _SMALL.write_text(json.dumps(small, indent=2) + '\n')
+    if args.workload is None:
+      return
+  if args.workload is None or args.step_hint is None:
+    parser.error('--workload and --step_hint are needed (or --calibrate alone)')
 
   original = _SMALL.read_text()
   try:
@@ -104,7 +150,7 @@ def main() -> None:
     _SMALL.write_text(original)
   print(json.dumps(report, indent=2))
   if args.write:
-    small = json.loads(original)
+    small = json.loads(_SMALL.read_text())
     small['workloads'][args.workload].update(
         {k: report[k] for k in ('validation_target_value', 'test_target_value',
                                 'max_allowed_runtime_sec', 'step_hint')})
@@ -116,6 +162,7 @@ def _set_targets(args: argparse.Namespace) -> dict:
   # The step hint shapes the baseline's schedule, so it is set before the runs.
   small = json.loads(_SMALL.read_text())
   facts = small['workloads'][args.workload]
+  kept_targets = (facts['validation_target_value'], facts['test_target_value'])
   facts['step_hint'] = args.step_hint
   # No budget and unreachable targets while setting targets: every run goes
   # the full step_hint steps.
@@ -130,16 +177,23 @@ def _set_targets(args: argparse.Namespace) -> dict:
   space_path = _REPO / 'submissions' / 'nadamw' / 'tuning_search_space.json'
   num_points = len(json.loads(space_path.read_text()))
   work_dir = Path(args.work_dir or tempfile.mkdtemp(prefix='set_targets_'))
-  screen = _runs(args.workload, args.step_hint,
-                 [(0, p) for p in range(num_points)], space_path, work_dir,
-                 args.data_dir)
-  for r in screen:
-    r['best_val'] = _best(r['rows'], f'validation/{metric}', higher)
-    print(f'point {r["point"]}: best validation/{metric} {r["best_val"]:.4f}')
-  pick = (max if higher else min)(screen, key=lambda r: r['best_val'])
-  confirm = [pick] + _runs(args.workload, args.step_hint,
-                           [(s, pick['point']) for s in range(1, args.seeds)],
-                           space_path, work_dir, args.data_dir)
+  if args.retime is not None:
+    screen = []
+    confirm = _runs(args.workload, args.step_hint,
+                    [(s, args.retime) for s in range(args.seeds)],
+                    space_path, work_dir, args.data_dir)
+    pick = confirm[0]
+  else:
+    screen = _runs(args.workload, args.step_hint,
+                   [(0, p) for p in range(num_points)], space_path, work_dir,
+                   args.data_dir)
+    for r in screen:
+      r['best_val'] = _best(r['rows'], f'validation/{metric}', higher)
+      print(f'point {r["point"]}: best validation/{metric} {r["best_val"]:.4f}')
+    pick = (max if higher else min)(screen, key=lambda r: r['best_val'])
+    confirm = [pick] + _runs(args.workload, args.step_hint,
+                             [(s, pick['point']) for s in range(1, args.seeds)],
+                             space_path, work_dir, args.data_dir)
 
   def target(column):
     bests = [_best(r['rows'], column, higher) for r in confirm]
@@ -150,6 +204,8 @@ def _set_targets(args: argparse.Namespace) -> dict:
 
   val_target, val_bests = target(f'validation/{metric}')
   test_target, test_bests = target(f'test/{metric}')
+  if args.retime is not None:
+    val_target, test_target = kept_targets
   times = [_first_time_both(r['rows'], metric, val_target, test_target, higher)
            for r in confirm]
   budget = math.ceil(max(times) * args.budget_factor)

@@ -280,7 +280,7 @@ def _command(tmp_path, name, *extra):
   return [sys.executable, '-m', 'algoperf.cli', 'run', '--workload=mnist1d',
           f'--submission_path={submission}', f'--tuning_search_space={space}',
           f'--max_global_steps={_STEPS}', '--rng_seed=0', '--save_checkpoints',
-          '--noprogress', f'--experiment_dir={tmp_path}',
+          '--noprogress', '--speed_factor=10', f'--experiment_dir={tmp_path}',
           f'--experiment_name={name}', *extra]
 
 

@@ -22,9 +22,13 @@ def test_default_run_reaches_the_fashion_mnist_target(tmp_path, monkeypatch, cap
   with open(trial / 'eval_measurements.csv', newline='') as f:
     rows = list(csv.DictReader(f))
   facts = benchmarks.load().workload('fashion_mnist')
+  meta = json.loads((trial / 'meta_data_0.json').read_text())
   last = rows[-1]
   assert float(last['validation/accuracy']) >= facts.validation_target_value
-  assert float(last['score']) <= facts.max_allowed_runtime_sec
+  # The budget is the nominal one scaled by this machine's measured speed.
+  assert meta['budget_sec'] == pytest.approx(
+      facts.max_allowed_runtime_sec * meta['speed_factor'])
+  assert float(last['score']) <= meta['budget_sec']
   summary = json.loads((trial / 'trial_summary.json').read_text())
   assert summary['stop_reason'] == 'targets'
   assert 'Best time to target' in out

@@ -56,7 +56,7 @@ def test_eight_devices_train_like_one(tmp_path):
         [sys.executable, '-m', 'algoperf.cli', 'run', '--workload=mnist1d',
          f'--submission_path={LOSS_EVERY_STEP}', '--tuning_ruleset=self',
          f'--experiment_dir={tmp_path}', f'--experiment_name=devices_{n}',
-         f'--max_global_steps={steps}', '--rng_seed=0', '--noprogress'],
+         f'--max_global_steps={steps}', '--rng_seed=0', '--noprogress', '--speed_factor=1'],
         cwd=tmp_path, env=_env(n), stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True)
   try:

@@ -10,7 +10,7 @@ import pytest
 
 from algoperf import jax_sharding_utils
 from algoperf.prefetch import Prefetcher
-from algoperf.runner import TrialConfig, train_once
+from algoperf.runner import SubmissionFailure, TrialConfig, train_once
 from tests.fakes import ToyWorkload, make_submission
 
 
@@ -142,7 +142,7 @@ def test_the_runner_leaves_no_thread_behind_when_the_submission_crashes():
     if next(steps) == 2:
       raise RuntimeError('submission bug')
 
-  with pytest.raises(RuntimeError, match='submission bug'):
+  with pytest.raises(SubmissionFailure, match='submission bug'):
     train_once(ToyWorkload(validation_target=2.0, test_target=2.0),
                make_submission(update_hook=crash), _config(max_global_steps=5))
   assert _prefetch_threads() == before

@@ -14,7 +14,7 @@ def test_block_keys_equal_split_of_fold_in_across_blocks():
   # starts mid-way; nothing assumes step 0).
   for step in [0, 1, block - 1, block, block + 1, 3 * block + 5, 2]:
     expected = jax.random.split(jax.random.fold_in(rng, step), 4)
-    got = keys(step)
+    got = tuple(keys(step)) + tuple(keys.at_eval(step))
     assert len(got) == 4
     for j in range(4):
       np.testing.assert_array_equal(np.asarray(got[j]), np.asarray(expected[j]))

@@ -18,7 +18,7 @@ from algoperf.submission import SubmissionError
 REPO = Path(__file__).resolve().parent.parent
 NADAMW = REPO / 'submissions' / 'nadamw' / 'submission.py'
 # The smallest real runs: synthetic data of the real shapes, a step or two.
-TINY_RUN = ('--max_global_steps=2', '--synthetic_data')
+TINY_RUN = ('--max_global_steps=2', '--synthetic_data', '--speed_factor=1')
 
 
 def _options(tmp_path, **kw):

@@ -334,6 +334,10 @@ class ClassificationWorkload(spec.Workload):
 
   # --- data -------------------------------------------------------------------
 
+  def check_data(self) -> None:
+    """Loads (or generates) the data now, so a missing or bad file fails before a run starts."""
+    self._get_splits()
+
   def _get_splits(self) -> Dict[str, SplitArrays]:
     """Loads (or generates) the data on first use and checks its counts."""
     if self._splits is None:

@@ -101,6 +101,25 @@ def _facts(name: str, raw: dict, default_machine: str) -> WorkloadFacts:
 
 
 @functools.lru_cache(maxsize=None)
+def _small_raw() -> dict:
+  return json.loads(_SMALL_WORKLOADS_FILE.read_text())
+
+
+def small_workloads() -> Tuple[str, ...]:
+  """Names of the laptop benchmark's workloads (whose budgets scale with the speed factor)."""
+  return tuple(sorted(_small_raw()['workloads']))
+
+
+def small_calibration() -> Optional[Dict[str, object]]:
+  """The reference machine's speed calibration (``algoperf/speed.py``), if measured.
+
+  ``{'version': int, 'seconds': float, 'measured': str, ...}`` or None.
+  """
+  calibration = _small_raw().get('calibration')
+  return dict(calibration) if calibration else None
+
+
+@functools.lru_cache(maxsize=None)
 def load(name: Optional[str] = None) -> BenchmarkVersion:
   """Loads benchmark version ``name`` (default ``v0.6``)."""
   name = name or DEFAULT_VERSION
@@ -113,7 +132,7 @@ def load(name: Optional[str] = None) -> BenchmarkVersion:
   raw = json.loads(path.read_text())
   machine = raw.get('reference_machine', '')
   workloads = {n: _facts(n, w, machine) for n, w in raw['workloads'].items()}
-  small = json.loads(_SMALL_WORKLOADS_FILE.read_text())
+  small = _small_raw()
   for n, w in small['workloads'].items():
     workloads[n] = _facts(n, w, small['reference_machine'])
   if raw['trial_rule'] not in TRIAL_RULES:
