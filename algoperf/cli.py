@@ -86,34 +86,25 @@ def _subcommand_parser(parser: argparse.ArgumentParser,
   return None
 
 
-def _positive_int(text: str) -> int:
-  try:
-    value = int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}') from None
-  if value < 1:
-    raise argparse.ArgumentTypeError(f'must be a positive integer, got {value}')
-  return value
+def _bounded(kind: type, minimum: float, allow_minimum: bool, what: str) -> Any:
+  """An argparse ``type``: ``kind(text)``, refused below (or at) ``minimum``."""
+
+  def parse(text: str) -> Any:
+    try:
+      value = kind(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f'expected {what}, got {text!r}') from None
+    if value < minimum or (value == minimum and not allow_minimum) or value != value \
+        or value == float('inf'):
+      raise argparse.ArgumentTypeError(f'must be {what}, got {text}')
+    return value
+
+  return parse
 
 
-def _non_negative_int(text: str) -> int:
-  try:
-    value = int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f'expected an integer >= 0, got {text!r}') from None
-  if value < 0:
-    raise argparse.ArgumentTypeError(f'must be >= 0, got {value}')
-  return value
-
-
-def _positive_float(text: str) -> float:
-  try:
-    value = float(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f'expected a positive number, got {text!r}') from None
-  if not value > 0 or value == float('inf'):
-    raise argparse.ArgumentTypeError(f'must be a positive number, got {text}')
-  return value
+_positive_int = _bounded(int, 1, True, 'a positive integer')
+_non_negative_int = _bounded(int, 0, True, 'an integer >= 0')
+_positive_float = _bounded(float, 0.0, False, 'a positive number')
 
 
 def _bool(text: str) -> bool:

@@ -6,7 +6,10 @@ wall time and the median. Optionally times another scorer command for
 comparison (e.g. the reference implementation's).
 
 Usage:
-  python benchmarks/scoring_speed.py [--logs ../shared/competition] [--repeats 5]
+  python benchmarks/scoring_speed.py --logs PATH/TO/logs [--repeats 5]
+
+PATH/TO/logs holds external_tuning/ and self_tuning/: the full v0.5 logs,
+``previous_leaderboards/algoperf_v05/logs`` of mlcommons/submissions_algorithms.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ def _time_commands(commands) -> float:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--logs', default=str(_REPO.parent / 'shared' / 'competition'))
+  parser.add_argument('--logs', required=True,
+                      help='folder holding external_tuning/ and self_tuning/ '
+                      '(the full v0.5 logs)')
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--compare', default=None,
                       help='another scoring command to time once per repeat '

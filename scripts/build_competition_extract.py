@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Builds the shipped extract of the first competition's logs (v0.5).
 
-Reads the full log tree (default ``../shared/competition``, the layout of
-mlcommons/submissions_algorithms ``previous_leaderboards/algoperf_v05/logs``)
+Reads the full log tree (``--logs``: mlcommons/submissions_algorithms
+``previous_leaderboards/algoperf_v05/logs``, or a folder of the same layout)
 and writes ``scoring/data/competition_v0.5.json.xz``: for every trial of a
 scored workload (the version's base and held-out workloads), the
 ``global_step``, ``score`` and ``validation/<target metric>`` columns of its
@@ -32,7 +32,6 @@ sys.path.insert(0, str(REPO))
 from algoperf import benchmarks  # noqa: E402
 from scoring import extract, loading  # noqa: E402
 
-DEFAULT_LOGS = REPO.parent / 'shared' / 'competition'
 DEFAULT_OUTPUT = REPO / 'scoring' / 'data' / 'competition_v0.5.json.xz'
 RULESET_FOLDERS = ('external_tuning', 'self_tuning')
 _WORKLOAD_RE = re.compile(r'(.+)_(' + '|'.join(loading.FRAMEWORKS) + r')\Z')
@@ -103,8 +102,8 @@ def build(logs: Path, benchmark: str = 'v0.5') -> Tuple[Dict[str, str], dict, Li
 
 def main(argv: List[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--logs', type=Path, default=DEFAULT_LOGS,
-                      help=f'full log tree (default {DEFAULT_LOGS})')
+  parser.add_argument('--logs', type=Path, required=True,
+                      help='full log tree (external_tuning/ and self_tuning/)')
   parser.add_argument('--output', type=Path, default=DEFAULT_OUTPUT,
                       help=f'extract to write or check (default {DEFAULT_OUTPUT})')
   parser.add_argument('--benchmark', default='v0.5')
