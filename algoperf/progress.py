@@ -105,6 +105,7 @@ class ProgressPrinter(Listener):
     # (name, value, target) of the latest eval's validation target metric.
     self._metric: Optional[Tuple[str, float, float]] = None
     self._rate_mark = (0, 0.0)
+    self._step_end = 0.0
     self._rate = 0.0
     # Piped output: (step, rate, submission time) of a line that is due but
     # held until the next step, because an eval of the same step replaces it.
@@ -116,6 +117,7 @@ class ProgressPrinter(Listener):
   def on_start(self, workload: spec.Workload, config: TrialConfig) -> None:
     self._workload, self._config = workload, config
     self._rate_mark = (0, time.perf_counter())
+    self._step_end = self._rate_mark[1]
     self._last_print = 0.0
     self._metric = None
     self._pending = None
@@ -175,7 +177,7 @@ class ProgressPrinter(Listener):
   # --- listener hooks ----------------------------------------------------------
 
   def on_step(self, global_step: int, train_state: Mapping[str, Any]) -> None:
-    now = time.perf_counter()
+    now = self._step_end = time.perf_counter()
     if self._pending is not None:
       # The previous step's line was not replaced by an eval: print it now.
       self._write_pending()
@@ -203,7 +205,8 @@ class ProgressPrinter(Listener):
       # A line held for this very step would repeat this one with a stale metric.
       self._pending = None
       now = time.perf_counter()
-      self._update_rate(global_step, now)
+      # The rate up to the end of the step, not of the eval after it.
+      self._update_rate(global_step, self._step_end)
       self._emit_now(global_step, self._rate,
                      float(train_state['accumulated_submission_time']), now)
       self._last_print = now

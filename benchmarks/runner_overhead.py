@@ -16,8 +16,8 @@ the same optimizer: the NAdamW baseline, built by ``submissions/nadamw``'s own
     progress printer), as ``algoperf run`` wires them (minus folders, meta
     data and checkpoints, which happen before the first step or at evals).
 
-Each repeat runs ``--steps`` timed steps of (a) and of (b), alternating, in
-this one process. Step 1 (compilation, and the runner's first eval) is not
+Each repeat runs ``--steps`` timed steps of each side, in this one process,
+in an order that rotates from one repeat to the next. Step 1 (compilation, and the runner's first eval) is not
 timed. Reaching the targets does not stop the runner here (every run trains
 ``steps + 1`` steps). Evals are not switched off: the runner's time between its first eval
 and the end of step ``steps + 1`` counts, minus the time of any eval that falls
@@ -280,10 +280,17 @@ def measure(workload_name: str, steps: int, repeats: int,
   bare: List[float] = []
   bare_prefetched: List[float] = []
   ran: List[float] = []
+  sides = (
+      (bare, lambda seed: run_bare(*args, seed=seed)),
+      (bare_prefetched, lambda seed: run_bare(*args, seed=seed, prefetched=True)),
+      (ran, lambda seed: run_runner(*args, seed=seed)[0]),
+  )
   for i in range(repeats):
-    bare.append(run_bare(*args, seed=i + 1))
-    bare_prefetched.append(run_bare(*args, seed=i + 1, prefetched=True))
-    ran.append(run_runner(*args, seed=i + 1)[0])
+    # The order rotates, so that no side always runs first or last (the
+    # machine's speed drifts over seconds).
+    for k in range(len(sides)):
+      results, measure_side = sides[(i + k) % len(sides)]
+      results.append(measure_side(i + 1))
     log(f'  repeat {i + 1}: bare {bare[-1]:8.2f}   bare+prefetch '
         f'{bare_prefetched[-1]:8.2f}   runner {ran[-1]:8.2f} steps/s   ratios '
         f'{ran[-1] / bare[-1]:.4f} / {ran[-1] / bare_prefetched[-1]:.4f}')

@@ -114,3 +114,15 @@ def test_list_into_a_closed_pipe_is_quiet():
   assert done.stdout.startswith('Workloads')
   assert done.stdout.count('\n') == 1
   assert 'Traceback' not in done.stderr and 'BrokenPipe' not in done.stderr, done.stderr
+
+
+def test_ctrl_c_says_the_logs_are_kept_and_how_to_resume(monkeypatch, capsys):
+  from algoperf import experiment  # pylint: disable=import-outside-toplevel
+
+  def interrupted(options, flag_values):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(experiment, 'run', interrupted)
+  assert cli.main(['run', '--workload=mnist1d']) == 130
+  err = capsys.readouterr().err
+  assert 'logs written so far are kept' in err and '--resume_last_run' in err

@@ -301,3 +301,18 @@ def test_printer_end_prints_the_diverged_summary(clock):
   lines = stream.getvalue().splitlines()
   assert len(lines) == 5 and 'validation/accuracy nan' in lines[0]
   assert lines[1].startswith('Stopped at step 1: training diverged (')
+
+
+def test_the_rate_after_an_eval_leaves_the_eval_out(clock):
+  """Piped: the eval line's steps/s is the training rate, not steps over the eval too."""
+  stream = FakeStream(tty=False)
+  printer = progress.ProgressPrinter(stream=stream, interval=10.0)
+  printer.on_start(WORKLOAD, CONFIG)
+  for step in range(1, 101):  # 100 steps in 10 s: 10 steps/s.
+    clock.now += 0.1
+    printer.on_step(step, {'accumulated_submission_time': step * 0.1})
+  clock.now += 30.0  # A 30 s eval.
+  printer.on_eval(100, {'validation/accuracy': 0.5},
+                  {'accumulated_submission_time': 10.0})
+  last = stream.getvalue().splitlines()[-1]
+  assert '10.0' in last and '2.5' not in last, last
