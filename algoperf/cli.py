@@ -554,8 +554,8 @@ def _add_reproduce_parser(sub: Any) -> None:
                    help='what to reproduce: v0.5 (the first competition) or '
                    'mini (the laptop benchmark)')
   mini = rep.add_argument_group('mini')
-  add_bool(mini, 'quick', False, 'mnist1d only, 1 study x 2 trials (~2 min) '
-            'instead of both small workloads, 2 studies x 2 trials (up to ~40 min)')
+  add_bool(mini, 'quick', False, 'mnist1d only, 1 study x 2 trials (~3-4 min) '
+            'instead of both small workloads, 2 studies x 2 trials (up to ~55 min)')
   mini.add_argument('--experiment_dir', default=None,
                     help='where the logs go (default ./experiments_mini, or '
                     './experiments_mini_quick with --quick)')

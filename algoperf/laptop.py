@@ -6,8 +6,9 @@ target-setting runs) with fewer studies and trials, run for the reference
 submissions:
 
 * ``full``: NadamW, AdamW, momentum and Schedule-Free AdamW on both workloads,
-  2 studies x 2 trials each (32 runs, at most ~38 min on a 2-core CPU).
-* ``quick``: the same four on mnist1d only, 1 study x 2 trials (8 runs, ~2
+  2 studies x 2 trials each (32 runs, at most ~55 min on the 2-core reference
+  CPU).
+* ``quick``: the same four on mnist1d only, 1 study x 2 trials (8 runs, ~3-4
   min): a real score and profile plot for demos and CI.
 
 Each submission is one ``algoperf sweep`` (``algoperf.sweep.run_sweep``), so the

@@ -29,9 +29,14 @@ A last, profiled runner run splits the runner's per-step wall time into data
 (``data_selection``, i.e. taking a prefetched batch), update (the
 ``update_params`` call: dispatch and the submission's Python; XLA:CPU may
 also run a small step inside the call), clock sync (waiting for the device in
-the clock's syncs), logging (the progress listener and the submission's
-metrics rows, with the device wait of their float() every 100 steps) and
-other (the runner's own bookkeeping: random keys, train state, stop checks). It adds two ``perf_counter`` calls
+the clock's syncs: at least once a second, and when the budget might be
+spent), logging (the progress listener and the submission's metrics rows,
+with the device wait of their float() every 100 steps) and other (the
+runner's own bookkeeping: random keys, train state, stop checks). The runner
+does not wait for the device after each step, so when the device is the
+bottleneck the host's wait for a full queue lands in whichever of these
+phases blocks first: then the split says where the host waited, and only the
+whole step time is the cost. The profiling adds two ``perf_counter`` calls
 per phase, about a microsecond per step; its steps/s is printed next to the
 others to show that.
 
@@ -213,7 +218,8 @@ def run_runner(workload: spec.Workload, submission: Submission,
                profile: bool = False) -> Tuple[float, Optional[Dict[str, float]]]:
   """Steps per second of ``steps`` runner steps; with ``profile``, seconds per phase."""
   phases = _Phases() if profile else None
-  restore = runner.SubmissionClock, submission_utils.log_train_metrics
+  restore = submission_utils.log_train_metrics
+  sync = clock.block_until_ready
   if phases is not None:
     # NadamW logs loss and grad norm every 100 steps; float() on them waits
     # for the device, which is logging's cost, not the update's.
@@ -223,9 +229,7 @@ def run_runner(workload: spec.Workload, submission: Submission,
         submission,
         data_selection=phases.timed('data', submission.data_selection),
         update_params=phases.timed('update', submission.update_params))
-    runner.SubmissionClock = functools.partial(
-        clock.SubmissionClock,
-        sync_fn=phases.timed('clock sync', clock.block_until_ready))
+    sync = phases.timed('clock sync', clock.block_until_ready)
   config = runner.TrialConfig(
       global_batch_size=batch_size, hyperparameters=hyperparameters,
       rng_seed=seed, budget_sec=1e9, eval_batch_size=workload.eval_batch_size,
@@ -241,9 +245,9 @@ def run_runner(workload: spec.Workload, submission: Submission,
         logger.append_scalar_metrics = phases.timed(
             'logging', logger.append_scalar_metrics)
       result = runner.train_once(workload, submission, config, logger=logger,
-                                 listener=window)
+                                 listener=window, sync=sync)
   finally:
-    runner.SubmissionClock, submission_utils.log_train_metrics = restore
+    submission_utils.log_train_metrics = restore
   if not window.end:
     raise RuntimeError(f'The runner stopped before step {steps + 1}: '
                        f'{result.stop_reason!r}.')

@@ -121,8 +121,9 @@ def test_self_tuning_rejects_a_search_space_and_runs_without_one(tmp_path, capsy
   trial = tmp_path / 'self' / 'mnist1d_jax' / 'trial_1'
   meta = json.loads((trial / 'meta_data_0.json').read_text())
   assert not (trial / 'hparams.json').exists()
-  # v0.6 multiplies the self-tuning budget by 1.5.
-  assert meta['budget_sec'] == pytest.approx(1.5 * meta['workload.max_allowed_runtime_sec'])
+  # The self-tuning budget is 1.5x (times the machine's speed factor).
+  assert meta['budget_sec'] == pytest.approx(
+      1.5 * meta['workload.max_allowed_runtime_sec'] * meta['speed_factor'])
 
 
 def test_describe_json_counts_params_without_data(capsys):

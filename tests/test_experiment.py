@@ -161,7 +161,7 @@ def test_a_diverging_trial_stops_at_its_first_non_finite_eval(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_a_hung_hook_ends_after_its_budget_and_the_next_trial_runs(tmp_path, capsys):
-  # Budget 11 s, grace 2 s: each trial ends ~13 s in (step 0, compiled on
+  # Budget 16 s, grace 2 s: each trial ends ~18 s in (step 0, compiled on
   # the clock, must fit in the budget even on a busy machine).
   code = cli.main(['run', '--workload=mnist1d', f'--experiment_dir={tmp_path}',
                    f'--submission_path={FIXTURES / "hung_hook"}',
@@ -175,7 +175,8 @@ def test_a_hung_hook_ends_after_its_budget_and_the_next_trial_runs(tmp_path, cap
     assert summary['stop_reason'] == 'budget'
     assert 'data_selection did not return' in summary['message']
     assert summary['global_step'] == 1
-    assert 11.0 <= summary['accumulated_submission_time'] < 11.0 + 2.0 + 1.5
+    budget = summary['budget_sec']
+    assert budget <= summary['accumulated_submission_time'] < budget + 2.0 + 1.5
     assert (trial / 'eval_measurements.csv').exists()
   assert err.count('data_selection did not return') == 2
 

@@ -52,7 +52,7 @@ def _launch(tmp_path, port, args_of, env_extra=None, tag=''):
     procs.append((subprocess.Popen(
         [sys.executable, '-m', 'algoperf.cli', 'run', '--workload=mnist1d',
          f'--submission_path={LOSS_EVERY_STEP}', '--tuning_ruleset=self',
-         f'--experiment_dir={tmp_path}', '--noprogress', '--speed_factor=1',
+         f'--experiment_dir={tmp_path}', '--noprogress', '--speed_factor=10',
          f'--coordinator_address=localhost:{port}', '--num_processes=2',
          f'--process_id={i}', *args_of(i)],
         cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT), out))
