@@ -51,6 +51,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                      help='also report each submission\'s time ratio to this one')
   score.add_argument('--time_column', default='score', choices=('score', 'global_step'),
                      help='score seconds (default) or steps to target')
+  score.add_argument('--trial_rule', default=None, choices=('eval_index', 'time'),
+                     help='which trial of a study counts: eval_index, the one '
+                     'that reached the target at the smallest eval index (the '
+                     'reference scorer\'s, for every version), or time, the '
+                     'fastest one (v0.6\'s documentation); default: the '
+                     'benchmark version\'s own rule (v0.5 eval_index, v0.6 '
+                     'and small time). Either way, a note names the studies '
+                     'where the two rules pick different trials')
   return score
 
 
@@ -59,11 +67,13 @@ def run(args: argparse.Namespace) -> int:
   from algoperf.errors import ConfigError  # pylint: disable=import-outside-toplevel
   from scoring import leaderboard, report  # pylint: disable=import-outside-toplevel
 
+  trial_rule = (None if args.trial_rule is None
+                else leaderboard.TRIAL_RULE_FLAGS[args.trial_rule])
   try:
     scoring = leaderboard.score_root(
         args.root, args.benchmark, args.ruleset, time_column=args.time_column,
         exclude=[s for s in args.exclude.split(',') if s],
-        baseline=args.baseline, strict=args.strict)
+        baseline=args.baseline, strict=args.strict, trial_rule=trial_rule)
   except leaderboard.NoLogsError as e:
     for line in e.warnings:
       print(f'warning: {line}', file=sys.stderr)

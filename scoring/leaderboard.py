@@ -22,7 +22,7 @@ import functools
 import math
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from algoperf import benchmarks
 from algoperf.errors import ConfigError
@@ -31,6 +31,14 @@ from scoring import loading, rules, speedup
 TIME_COLUMNS = ('score', 'global_step')
 RULESETS = loading.RULESETS
 AUTO = 'auto'
+
+# `algoperf score --trial_rule` values and the rule each names.
+TRIAL_RULE_FLAGS = {'eval_index': rules.SMALLEST_EVAL_INDEX,
+                    'time': rules.SMALLEST_TIME}
+RULE_WORDS = {rules.SMALLEST_EVAL_INDEX: 'smallest eval index',
+              rules.SMALLEST_TIME: 'smallest time'}
+MAX_NAMED_DIFFERENCES = 5
+"""The note on the trial rules names at most this many studies (JSON: all)."""
 
 SPEED_FACTOR_SPREAD = 1.5
 """Warn when the largest speed factor of the scored trials is more than this
@@ -47,6 +55,22 @@ class NoLogsError(ConfigError):
   def __init__(self, message: str, warnings: Sequence[str]):
     super().__init__(message)
     self.warnings = list(warnings)
+
+
+class RuleDifference(NamedTuple):
+  """A study where the two trial rules pick different trials (so times)."""
+
+  submission: str
+  workload: str
+  study: int  # the study number
+  by_eval_index: str  # the trial folder 'smallest_eval_index' picks
+  eval_index_time: float
+  by_time: str  # the trial folder 'smallest_time' picks
+  time: float
+
+  @property
+  def name(self) -> str:
+    return f'{self.submission}/{self.workload}/study_{self.study}'
 
 
 @dataclasses.dataclass
@@ -76,6 +100,17 @@ class Leaderboard:
   # filled when speed_factor_range is set.
   speed_factors: Dict[str, Dict[str, Tuple[float, float]]] = dataclasses.field(
       default_factory=dict)
+  # The rule that picked each study's trial, and the version's own one.
+  trial_rule: str = rules.SMALLEST_TIME
+  version_trial_rule: str = rules.SMALLEST_TIME
+  # Studies where the other rule would pick another trial (computed always).
+  rule_differences: List[RuleDifference] = dataclasses.field(default_factory=list)
+  # submission -> workload -> study number -> the study's time (this rule).
+  study_times: Dict[str, Dict[str, Dict[int, float]]] = dataclasses.field(
+      default_factory=dict)
+  # submission -> workload -> study number -> trial folder -> its time to target.
+  trial_times: Dict[str, Dict[str, Dict[int, Dict[str, float]]]] = dataclasses.field(
+      default_factory=dict)
 
   @property
   def rescaled(self) -> bool:
@@ -103,6 +138,24 @@ class Leaderboard:
         'baseline': self.baseline,
         'speedups': self.speedups,
         'num_trials': self.num_trials,
+        'trial_rule': self.trial_rule,
+        'version_trial_rule': self.version_trial_rule,
+        'trial_rule_differences': [
+            {'submission': d.submission, 'workload': d.workload,
+             'study': d.study,
+             'smallest_eval_index': {'trial': d.by_eval_index,
+                                     'time': clean(d.eval_index_time)},
+             'smallest_time': {'trial': d.by_time, 'time': clean(d.time)}}
+            for d in self.rule_differences],
+        'study_times': {
+            s: {w: {f'study_{n}': clean(t) for n, t in studies.items()}
+                for w, studies in self.study_times[s].items()}
+            for s in self.ranking() if s in self.study_times},
+        'trial_times': {
+            s: {w: {f'study_{n}': {k: clean(t) for k, t in trials.items()}
+                    for n, trials in studies.items()}
+                for w, studies in self.trial_times[s].items()}
+            for s in self.ranking() if s in self.trial_times},
         'warnings': self.warnings,
     }
     if self.rescaled:
@@ -129,14 +182,17 @@ def score_logs(
     exclude: Sequence[str] = (),
     baseline: Optional[str] = None,
     strict: bool = False,
+    trial_rule: Optional[str] = None,
 ) -> Leaderboard:
   """Scores every submission folder under ``root`` with version ``benchmark``'s rules.
 
   ``benchmark`` is a version name (``v0.5``) or a ``BenchmarkVersion`` object
-  (e.g. one with another trial rule, to study the rules themselves). Every
-  submission is scored under ``ruleset``; one whose meta data name the other
-  ruleset gets a warning. ``exclude`` names submissions to leave out (a name
-  also leaves out the submissions below it: ``x`` leaves out ``x/y``).
+  (e.g. ``dataclasses.replace(version, trial_rule='smallest_time')``, to study
+  the rules themselves). Every submission is scored under ``ruleset``; one
+  whose meta data name the other ruleset gets a warning. ``exclude`` names
+  submissions to leave out (a name also leaves out the submissions below it:
+  ``x`` leaves out ``x/y``). ``trial_rule`` (``'smallest_eval_index'`` or
+  ``'smallest_time'``; None: the version's) picks each study's trial.
 
   Raises:
     FileNotFoundError: ``root`` is no folder (nor a folder of a log extract).
@@ -145,6 +201,8 @@ def score_logs(
   """
   version = (benchmark if isinstance(benchmark, benchmarks.BenchmarkVersion)
              else benchmarks.load(benchmark))
+  version_rule = version.trial_rule
+  version = _with_trial_rule(version, trial_rule)
   if ruleset not in RULESETS:
     raise ValueError(f'ruleset must be "external" or "self", got {ruleset!r}.')
   _check_time_column(time_column)
@@ -154,8 +212,20 @@ def score_logs(
     raise FileNotFoundError(f'No such folder of logs: {root}.')
   found = loading.discover(root)
   boards, _ = _score(found, version, ruleset, time_column=time_column,
-                     exclude=exclude, baseline=baseline, strict=strict)
+                     exclude=exclude, baseline=baseline, strict=strict,
+                     version_rule=version_rule)
   return boards[ruleset]
+
+
+def _with_trial_rule(version: benchmarks.BenchmarkVersion,
+                     trial_rule: Optional[str]) -> benchmarks.BenchmarkVersion:
+  """``version`` with another trial rule (None: as it is)."""
+  if trial_rule is None or trial_rule == version.trial_rule:
+    return version
+  if trial_rule not in rules.TRIAL_RULES:
+    raise ValueError(f'trial_rule must be one of {", ".join(rules.TRIAL_RULES)}, '
+                     f'got {trial_rule!r}.')
+  return dataclasses.replace(version, trial_rule=trial_rule)
 
 
 def score_root(
@@ -167,6 +237,7 @@ def score_root(
     exclude: Sequence[str] = (),
     baseline: Optional[str] = None,
     strict: bool = False,
+    trial_rule: Optional[str] = None,
 ) -> Scoring:
   """``algoperf score``: scores ``root``, choosing the version and rulesets from the logs.
 
@@ -180,7 +251,7 @@ def score_root(
       ``'auto'`` takes each submission's from its trials' meta data
       (``tuning_ruleset``; external when unknown) and makes one leaderboard
       per ruleset present.
-    time_column, exclude, baseline, strict: as for ``score_logs``.
+    time_column, exclude, baseline, strict, trial_rule: as for ``score_logs``.
 
   Raises:
     ConfigError: ``root`` is missing or holds no trial logs; the version
@@ -217,8 +288,11 @@ def score_root(
     name, source = benchmark, None
     _check_version_scores_something(name, kept, root)
   version = benchmarks.load(name)
+  version_rule = version.trial_rule
+  version = _with_trial_rule(version, trial_rule)
   boards, warnings = _score(found, version, ruleset, time_column=time_column,
-                            exclude=exclude, baseline=baseline, strict=strict)
+                            exclude=exclude, baseline=baseline, strict=strict,
+                            version_rule=version_rule)
   return Scoring(benchmark=version.name, benchmark_source=source,
                  boards=boards, warnings=warnings)
 
@@ -373,7 +447,7 @@ def _check_time_column(time_column: str) -> None:
 
 def _score(found: loading.Discovery, version: benchmarks.BenchmarkVersion,
            ruleset: Optional[str], *, time_column: str, exclude: Sequence[str],
-           baseline: Optional[str], strict: bool,
+           baseline: Optional[str], strict: bool, version_rule: str,
            ) -> Tuple[Dict[str, Leaderboard], List[str]]:
   """Loads and scores; one board per ruleset (``ruleset`` None: from the meta data)."""
   scored = list(version.base_workloads) + list(version.held_out_workloads)
@@ -414,7 +488,8 @@ def _score(found: loading.Discovery, version: benchmarks.BenchmarkVersion,
     board_trials = [t for t in trials if assigned[t.submission] == r]
     board = _board(board_trials, version, r, scored, time_column=time_column,
                    baseline=baseline if baseline in mine else None,
-                   warnings=warnings, label=f'{r} tuning: ' if several else '')
+                   warnings=warnings, label=f'{r} tuning: ' if several else '',
+                   version_rule=version_rule)
     all_warnings += board.warnings[len(warnings):]
     boards[r] = board
   return boards, all_warnings
@@ -432,26 +507,45 @@ def _warnings_for(warnings: Sequence[str], root: Path,
 
 def _board(trials: Sequence[loading.TrialLog], version: benchmarks.BenchmarkVersion,
            ruleset: str, scored: Sequence[str], *, time_column: str,
-           baseline: Optional[str], warnings: List[str], label: str) -> Leaderboard:
+           baseline: Optional[str], warnings: List[str], label: str,
+           version_rule: Optional[str] = None) -> Leaderboard:
   """One leaderboard of ``trials``, all scored under ``ruleset``."""
   multiplier = version.budget_multiplier(ruleset)
   budgets = {w: version.workload(w).max_allowed_runtime_sec * multiplier
              for w in scored}
-  # (submission, workload) -> study -> [TrialHit in trial order]
-  hits: Dict[tuple, Dict[str, list]] = defaultdict(lambda: defaultdict(list))
+  # (submission, workload) -> study number -> [(trial folder, TrialHit)], in
+  # trial order (the loader sorts them).
+  hits: Dict[tuple, Dict[int, list]] = defaultdict(lambda: defaultdict(list))
   for trial in trials:
     facts = version.workload(trial.workload)
     # Steps have no budget; seconds are cut at the budget (a late hit is a miss).
-    budget = budgets[trial.workload] if time_column == 'score' else math.inf
+    budget = budgets[trial.workload] if time_column != 'global_step' else math.inf
     hit = rules.first_hit(trial.values, trial.times, facts.validation_target_value,
                           facts.higher_is_better, budget=budget)
-    hits[(trial.submission, trial.workload)][trial.study].append(hit)
+    hits[(trial.submission, trial.workload)][trial.study_number].append(
+        (trial.trial, hit))
 
   submissions = sorted({s for s, _ in hits})
   table: rules.Table = {s: {} for s in submissions}
-  for (submission, workload), studies in hits.items():
-    study_times = [rules.study_time(h, version.trial_rule) for h in studies.values()]
-    table[submission][workload] = rules.workload_time(study_times)
+  study_table: Dict[str, Dict[str, Dict[int, float]]] = defaultdict(dict)
+  trial_table: Dict[str, Dict[str, Dict[int, Dict[str, float]]]] = defaultdict(dict)
+  differences: List[RuleDifference] = []
+  for (submission, workload), studies in sorted(hits.items()):
+    times: Dict[int, float] = {}
+    for number, named in sorted(studies.items()):
+      only_hits = [h for _, h in named]
+      times[number] = rules.study_time(only_hits, version.trial_rule)
+      by_index = rules.chosen_trial(only_hits, rules.SMALLEST_EVAL_INDEX)
+      by_time = rules.chosen_trial(only_hits, rules.SMALLEST_TIME)
+      if by_index != by_time:  # both None (no hit) is no difference
+        differences.append(RuleDifference(
+            submission, workload, number, named[by_index][0],
+            only_hits[by_index].time, named[by_time][0], only_hits[by_time].time))
+    study_table[submission][workload] = times
+    trial_table[submission][workload] = {
+        number: {name: h.time for name, h in named}
+        for number, named in sorted(studies.items())}
+    table[submission][workload] = rules.workload_time(list(times.values()))
   for submission in submissions:
     for workload in scored:
       table[submission].setdefault(workload, math.nan)
@@ -497,7 +591,35 @@ def _board(trials: Sequence[loading.TrialLog], version: benchmarks.BenchmarkVers
       num_trials=len(trials),
       speed_factor_range=factor_range,
       speed_factors=factors,
+      trial_rule=version.trial_rule,
+      version_trial_rule=version_rule or version.trial_rule,
+      rule_differences=differences,
+      study_times=dict(study_table),
+      trial_times=dict(trial_table),
   )
+
+
+def rule_note(board: Leaderboard) -> Optional[str]:
+  """One line naming the studies where the two trial rules pick different trials.
+
+  None when they agree everywhere. Names at most ``MAX_NAMED_DIFFERENCES``
+  studies (``--json`` lists all).
+  """
+  diffs = board.rule_differences
+  if not diffs:
+    return None
+  fmt = lambda t: f'{t:.0f} steps' if board.time_column == 'global_step' else f'{t:.1f} s'
+  named = [f'{d.name} ({d.by_eval_index} {fmt(d.eval_index_time)} by smallest '
+           f'eval index, {d.by_time} {fmt(d.time)} by smallest time)'
+           for d in diffs[:MAX_NAMED_DIFFERENCES]]
+  more = len(diffs) - len(named)
+  listed = '; '.join(named) + (f'; and {more} more (all in --json)' if more else '')
+  used = RULE_WORDS[board.trial_rule]
+  whose = ('the version\'s rule' if board.trial_rule == board.version_trial_rule
+           else f'as asked; {board.benchmark}\'s rule is '
+           f'{RULE_WORDS[board.version_trial_rule]}')
+  return (f'Trial rules differ in {_plural(len(diffs), "study", "studies")}: '
+          f'{listed}; scored by {used} ({whose}).')
 
 
 def _cache_warning(trials: Sequence[loading.TrialLog]) -> Optional[str]:
@@ -537,5 +659,7 @@ def format_factor(x: float) -> str:
   return text if ('.' in text or 'e' in text) else text + '.0'
 
 
-def _plural(n: int, word: str) -> str:
-  return f'{n} {word}' + ('' if n == 1 else 's')
+def _plural(n: int, word: str, words: Optional[str] = None) -> str:
+  if n == 1:
+    return f'{n} {word}'
+  return f'{n} {words or word + "s"}'

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from algoperf.recorder import atomic_write_text
-from scoring.leaderboard import Leaderboard, format_factor
+from scoring.leaderboard import RULE_WORDS, Leaderboard, format_factor, rule_note
 
 
 def _fmt_time(t: float, column: str) -> str:
@@ -91,6 +91,20 @@ def rescaling_note(board: Leaderboard) -> Optional[str]:
           'had been multiplied by it.')
 
 
+def trial_rule_notes(board: Leaderboard) -> List[str]:
+  """The lines about the trial rule: which one, where asked for; where the two differ."""
+  lines = []
+  if board.trial_rule != board.version_trial_rule:
+    lines.append(f'Each study\'s trial: the one with the '
+                 f'{RULE_WORDS[board.trial_rule]} (--trial_rule; '
+                 f'{board.benchmark}\'s own rule is the '
+                 f'{RULE_WORDS[board.version_trial_rule]}).')
+  note = rule_note(board)
+  if note:
+    lines.append(note)
+  return lines
+
+
 def ruleset_header(board: Leaderboard) -> str:
   """The line above each leaderboard when a folder holds two rulesets."""
   title = f' {board.ruleset.capitalize()} tuning ruleset '
@@ -108,6 +122,7 @@ def terminal_text(board: Leaderboard) -> str:
   note = rescaling_note(board)
   if note:
     parts.append(note)
+  parts += trial_rule_notes(board)
   parts += [
       '',
       _table_text(_scores_header(board), scores_rows(board)),
@@ -223,6 +238,8 @@ def write_reports(board: Leaderboard, out: Path, plot_name: str) -> List[Path]:
   note = rescaling_note(board)
   if note:
     intro += ' ' + note
+  for line in trial_rule_notes(board):
+    intro += ' ' + line
   score_header, score_rows = _scores_header(board), scores_rows(board)
   time_header = ['submission'] + board.scored_workloads
   time_rows = _time_rows(board, with_fraction=True)

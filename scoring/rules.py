@@ -93,6 +93,27 @@ def first_hit(values: Sequence[float], times: Sequence[float], target: float,
   return MISS
 
 
+def chosen_trial(hits: Sequence[TrialHit], rule: str) -> Optional[int]:
+  """The position in ``hits`` of the trial the rule picks; None when no trial hit.
+
+  ``'smallest_eval_index'``: the smallest eval index, a tie going to the first
+  in order (the reference's ``idxmin``). ``'smallest_time'``: the smallest
+  time, a tie going to the smaller eval index, then to the first in order; so
+  the two rules pick different trials only where they give different times.
+
+  Raises:
+    ValueError: an unknown rule.
+  """
+  if rule not in TRIAL_RULES:
+    raise ValueError(f'Unknown trial rule {rule!r}; known: {", ".join(TRIAL_RULES)}.')
+  reached = [i for i, h in enumerate(hits) if math.isfinite(h.time)]
+  if not reached:
+    return None
+  if rule == SMALLEST_TIME:
+    return min(reached, key=lambda i: (hits[i].time, hits[i].eval_index, i))
+  return min(reached, key=lambda i: (hits[i].eval_index, i))
+
+
 def study_time(hits: Sequence[TrialHit], rule: str) -> float:
   """A study's time to target from its trials' hits, by the version's trial rule.
 
@@ -117,13 +138,8 @@ def study_time(hits: Sequence[TrialHit], rule: str) -> float:
   if not hits:
     raise ValueError('A study needs at least one trial; a study without logs is '
                      'missing and must be left out, not scored.')
-  reached = [h for h in hits if math.isfinite(h.time)]
-  if not reached:
-    return math.inf
-  if rule == SMALLEST_TIME:
-    return float(min(h.time for h in reached))
-  # min() keeps the first of equal keys, so ties go to the earliest trial.
-  return float(min(reached, key=lambda h: h.eval_index).time)
+  chosen = chosen_trial(hits, rule)
+  return math.inf if chosen is None else float(hits[chosen].time)
 
 
 def workload_time(study_times: Sequence[float]) -> float:
@@ -289,6 +305,6 @@ def score_table(table: Mapping[str, Mapping[str, float]], version_like: Any,
 __all__: List[str] = [
     'DEFAULT_TAUS', 'MAX_TAU', 'MISS', 'SMALLEST_EVAL_INDEX', 'SMALLEST_TIME',
     'TRIAL_RULES', 'Table', 'TrialHit', 'apply_rules', 'benchmark_score',
-    'first_hit', 'performance_profile', 'score_table', 'study_time',
+    'chosen_trial', 'first_hit', 'performance_profile', 'score_table', 'study_time',
     'workload_time',
 ]

@@ -58,6 +58,13 @@ class BenchmarkVersion:
   trial_rule: str
   workloads: Dict[str, WorkloadFacts]
 
+  def __post_init__(self) -> None:
+    # Also checks ``dataclasses.replace(version, trial_rule=...)``: scoring a
+    # version under the other rule is how the rules are compared.
+    if self.trial_rule not in TRIAL_RULES:
+      raise ValueError(f'Benchmark {self.name}: trial_rule must be one of '
+                       f'{", ".join(TRIAL_RULES)}, got {self.trial_rule!r}.')
+
   def workload(self, name: str) -> WorkloadFacts:
     """Facts of workload ``name``; a clear error lists the known names."""
     try:
@@ -136,7 +143,7 @@ def load(name: Optional[str] = None) -> BenchmarkVersion:
   for n, w in small['workloads'].items():
     workloads[n] = _facts(n, w, small['reference_machine'])
   if raw['trial_rule'] not in TRIAL_RULES:
-    raise ValueError(f'{path}: trial_rule must be one of {TRIAL_RULES}.')
+    raise ValueError(f'{path.name}: trial_rule must be one of {TRIAL_RULES}.')
   return BenchmarkVersion(
       name=raw['name'],
       description=raw.get('description', ''),
