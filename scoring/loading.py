@@ -12,9 +12,21 @@ directly holds ``study_<n>`` folders; its name is its path relative to
 through silently; the search does not go into a submission folder's other
 folders, nor into folders named like a workload or trial folder.
 
+A study folder may carry the timestamp ``--append_timestamp`` adds
+(``study_0-2026-12-02-10-11-12``): its study is the number before it. The
+trials of one study number are one study, whichever folders they are in; a
+trial (same workload, study number, trial number) found in several of them is
+scored from the newest folder (the latest timestamp; a folder without one is
+the oldest), and a warning says so. The reference scorer counts each folder as
+a study of its own, so a warning also names every study spread over several
+folders.
+
 Only two columns of each ``eval_measurements.csv`` matter to scoring: the time
 (``score`` = accumulated submission time, or ``global_step``) and
 ``validation/<target_metric_name>`` of the workload in the benchmark version.
+A file without a ``score`` column but with ``accumulated_submission_time``
+(an older column set, the same seconds) is scored from that column, with one
+warning line per submission folder.
 
 Our own runner also writes ``meta_data_<p>.json`` into each trial folder; a few
 facts of the first attempt's ``meta_data_0.json`` are read (``TrialMeta``):
@@ -90,6 +102,9 @@ META_FILE = 'meta_data_0.json'  # the first attempt's facts hold for the trial
 FRAMEWORKS = ('jax', 'pytorch')
 RULESETS = ('external', 'self')
 STEP_COLUMN = 'global_step'  # the one time column that is not seconds
+SCORE_COLUMN = 'score'  # submission time: what scoring reads by default
+# Older logs' name for the same seconds, read where a file has no `score`.
+OLD_SCORE_COLUMN = 'accumulated_submission_time'
 
 LAYOUT = ('ROOT/<submission>/study_<n>/<workload>_<jax|pytorch>/trial_<k>/'
           'eval_measurements.csv')
@@ -99,7 +114,8 @@ LAYOUT = ('ROOT/<submission>/study_<n>/<workload>_<jax|pytorch>/trial_<k>/'
 # stops a symlink loop).
 MAX_DEPTH = 32
 
-_STUDY_RE = re.compile(r'study_(\d+)\Z')
+# study_<n>, or study_<n>-YYYY-MM-DD-HH-MM-SS (algoperf run --append_timestamp).
+_STUDY_RE = re.compile(r'study_(\d+)(-\d{4}(?:-\d{2}){5})?\Z')
 _TRIAL_RE = re.compile(r'trial_(\d+)\Z')
 _WORKLOAD_RE = re.compile(r'(.+)_(' + '|'.join(FRAMEWORKS) + r')\Z')
 
@@ -140,13 +156,32 @@ class TrialLog:
 
   @property
   def study_number(self) -> int:
-    """The ``<s>`` of ``study_<s>``."""
-    return int(self.study[len('study_'):])
+    """The ``<s>`` of ``study_<s>`` (or of ``study_<s>-<timestamp>``)."""
+    return study_number(self.study)
 
   @property
   def speed_factor(self) -> float:
     """The machine-speed factor its times were divided by (1.0 if none)."""
     return 1.0 if self.meta is None else self.meta.speed_factor
+
+
+def study_number(folder_name: str) -> int:
+  """The study number of a study folder's name: ``study_3`` and
+  ``study_3-2026-12-02-10-11-12`` are both 3.
+
+  Raises:
+    ValueError: not a study folder's name.
+  """
+  m = _STUDY_RE.match(folder_name)
+  if not m:
+    raise ValueError(f'{folder_name!r} is not a study_<n> folder name.')
+  return int(m.group(1))
+
+
+def _study_age(folder_name: str) -> str:
+  """Sorts a study number's folders oldest first (no timestamp: the oldest)."""
+  m = _STUDY_RE.match(folder_name)
+  return (m.group(2) or '') if m else ''
 
 
 @dataclasses.dataclass
@@ -280,10 +315,11 @@ def load_logs(
   collecting = gc.isenabled()
   gc.disable()
   try:
-    trials = _read_all(tasks, discovery.tree, time_column, warnings)
+    trials = _read_all(tasks, discovery.tree, time_column, warnings, root)
   finally:
     if collecting:
       gc.enable()
+  trials = _merge_timestamped_studies(trials, root, warnings)
   _warn_mixed_frameworks(trials, warnings)
   trials.sort(key=lambda t: (t.submission, t.workload, t.study_number,
                              t.trial_number, t.framework))
@@ -332,10 +368,10 @@ def expected_counts_problems(result: LoadResult, version: BenchmarkVersion,
   else:
     raise ValueError(f'ruleset must be one of {RULESETS}, got {ruleset!r}.')
   # (submission, workload) -> study -> number of trials loaded
-  counts: Dict[Tuple[str, str], Dict[str, int]] = defaultdict(
+  counts: Dict[Tuple[str, str], Dict[int, int]] = defaultdict(
       lambda: defaultdict(int))
   for t in result.trials:
-    counts[(t.submission, t.workload)][t.study] += 1
+    counts[(t.submission, t.workload)][t.study_number] += 1
   problems = []
   for submission in result.submissions:
     for workload in result.workloads:
@@ -345,10 +381,10 @@ def expected_counts_problems(result: LoadResult, version: BenchmarkVersion,
             f'{submission}/{workload}: {_count(len(studies), "study", "studies")}'
             f' with logs, expected {num_studies} ({ruleset} tuning, '
             f'{version.name}).')
-      for study in sorted(studies, key=lambda s: int(s[len('study_'):])):
+      for study in sorted(studies):
         if studies[study] != num_trials:
           problems.append(
-              f'{submission}/{study}/{workload}: '
+              f'{submission}/study_{study}/{workload}: '
               f'{_count(studies[study], "trial", "trials")} with logs, expected '
               f'{num_trials} ({ruleset} tuning, {version.name}).')
   return problems
@@ -394,11 +430,8 @@ class _ExtractTree(_Tree):
                    metric_column: str) -> _Columns:
     text = self._extract.read_text(path)
     if text is None:
-      return (), (), f'{os.path.dirname(path)}: no {EVAL_CSV}', None
-    times, values, problem, note = parse_eval_csv(text, time_column,
-                                                  metric_column)
-    return (times, values, None if problem is None else f'{path}: {problem}',
-            None if note is None else f'{path}: {note}')
+      return _unread(f'{os.path.dirname(path)}: no {EVAL_CSV}', time_column)
+    return _with_path(path, parse_evals(text, time_column, metric_column))
 
 
 def _open_tree(root: Path) -> _Tree:
@@ -646,6 +679,47 @@ def _scan_submission(tree: _Tree, sub, name: str, entries: Sequence,
                                  trials=found, warnings=own_warnings))
 
 
+def _merge_timestamped_studies(trials: List[TrialLog], root: Path,
+                               warnings: List[str]) -> List[TrialLog]:
+  """One study per study number; a trial found in several folders: the newest.
+
+  ``study_0`` and ``study_0-<timestamp>`` folders (``--append_timestamp``)
+  hold one study. Where the same trial (workload, study number, trial number,
+  framework) is in several of them, the newest folder's is kept. One warning
+  per (submission, workload, study number) spread over several folders: the
+  reference scorer counts each folder as a study of its own.
+  """
+  folders: Dict[Tuple[str, str, int], Set[str]] = defaultdict(set)
+  for t in trials:
+    folders[(t.submission, t.workload, t.study_number)].add(t.study)
+  spread = {key: names for key, names in folders.items() if len(names) > 1}
+  if not spread:
+    return trials
+  newest: Dict[tuple, TrialLog] = {}
+  replaced: Dict[Tuple[str, str, int], Set[str]] = defaultdict(set)
+  for t in trials:
+    key = (t.submission, t.workload, t.study_number, t.trial_number, t.framework)
+    kept = newest.get(key)
+    if kept is not None:
+      replaced[key[:3]].add(t.trial)
+      if _study_age(t.study) <= _study_age(kept.study):
+        continue
+    newest[key] = t
+  for (submission, workload, number), names in sorted(spread.items()):
+    listed = ', '.join(sorted(names, key=_study_age))
+    text = (f'{root / submission}: study {number} of {workload} is in '
+            f'{len(names)} folders ({listed}); scored as one study (the '
+            'reference scorer counts each folder as a study of its own)')
+    twice = replaced.get((submission, workload, number))
+    if twice:
+      shown = ', '.join(sorted(twice, key=lambda n: (len(n), n)))
+      text += (f'; {shown} {"is" if len(twice) == 1 else "are"} in more '
+               'than one of them: the newest folder\'s scored')
+    warnings.append(text + '.')
+  kept_ids = {id(t) for t in newest.values()}
+  return [t for t in trials if id(t) in kept_ids]
+
+
 def _warn_mixed_frameworks(trials: List[TrialLog], warnings: List[str]) -> None:
   """Both ``wmt_jax`` and ``wmt_pytorch`` in one study would mix two runs."""
   frameworks: Dict[Tuple[Path, str], Set[str]] = defaultdict(set)
@@ -670,22 +744,38 @@ def _warn_mixed_frameworks(trials: List[TrialLog], warnings: List[str]) -> None:
 # JAX can deadlock: not worth it.
 
 
-# What reading one CSV gives: (times, values, problem, note); see parse_eval_csv.
-_Columns = Tuple[Tuple[float, ...], Tuple[float, ...], Optional[str], Optional[str]]
+class ParsedEvals(NamedTuple):
+  """What reading one eval CSV gives (see ``parse_evals``)."""
+
+  times: Tuple[float, ...]
+  values: Tuple[float, ...]
+  problem: Optional[str]  # the trial is left out
+  note: Optional[str]  # the trial is kept, with a warning
+  time_column: str  # the column the times came from
+
+
+_Columns = ParsedEvals  # what a tree's read_columns gives
 
 
 def _read_all(tasks: Sequence[Tuple[FoundTrial, str, str]], tree: _Tree,
-              time_column: str, warnings: List[str]) -> List[TrialLog]:
-  """Reads every task's CSV; the trials that loaded, warnings in task order."""
+              time_column: str, warnings: List[str], root: Path) -> List[TrialLog]:
+  """Reads every task's CSV; the trials that loaded, warnings in task order.
+
+  Files timed by the older ``accumulated_submission_time`` column (no
+  ``score``) get one warning per submission folder, after the others.
+  """
   rescale = time_column != STEP_COLUMN
   trials: List[TrialLog] = []
+  old_column: Dict[str, List[str]] = defaultdict(list)  # submission -> paths
   for found, path, metric in tasks:
-    times, values, problem, note = tree.read_columns(path, time_column, metric)
+    times, values, problem, note, used = tree.read_columns(path, time_column, metric)
     if problem is not None:
       warnings.append(f'{problem}; trial left out.')
       continue
     if note is not None:
       warnings.append(f'{note}.')
+    if used != time_column:
+      old_column[found.submission].append(path)
     meta = found.meta
     if rescale and meta is not None and meta.speed_factor != 1.0:
       # Reference-machine seconds: the budget was scaled by the factor, so
@@ -697,37 +787,51 @@ def _read_all(tasks: Sequence[Tuple[FoundTrial, str, str]], tree: _Tree,
         framework=found.framework, trial=found.trial,
         trial_number=found.trial_number, path=Path(path), times=times,
         values=values, meta=meta))
+  for submission, paths in old_column.items():
+    some = 'trial has' if len(paths) == 1 else 'trials have'
+    warnings.append(
+        f'{root / submission}: {len(paths)} {some} no {SCORE_COLUMN!r} column '
+        f'in {EVAL_CSV} (an older column set; e.g. {paths[0]}): scored from '
+        f'{OLD_SCORE_COLUMN!r}, the same submission time.')
   return trials
 
 
-def read_eval_columns(path: str | Path, time_column: str,
-                      metric_column: str) -> _Columns:
-  """Reads one ``eval_measurements.csv``: (times, values, problem, note).
+def _unread(problem: str, time_column: str) -> ParsedEvals:
+  return ParsedEvals((), (), problem, None, time_column)
 
-  ``problem`` and ``note`` (see ``parse_eval_csv``) already start with the
-  path; a problem means the trial is left out, a note that it is kept.
+
+def _with_path(path: str | Path, parsed: ParsedEvals) -> ParsedEvals:
+  """``parsed`` with its problem and note starting with ``path``."""
+  return parsed._replace(
+      problem=None if parsed.problem is None else f'{path}: {parsed.problem}',
+      note=None if parsed.note is None else f'{path}: {parsed.note}')
+
+
+def read_eval_columns(path: str | Path, time_column: str,
+                      metric_column: str) -> ParsedEvals:
+  """Reads one ``eval_measurements.csv`` (see ``parse_evals``).
+
+  ``problem`` and ``note`` already start with the path; a problem means the
+  trial is left out, a note that it is kept.
   """
   try:
     with open(path, 'rb') as f:
       data = f.read()
   except FileNotFoundError:
-    return (), (), f'{os.path.dirname(path)}: no {EVAL_CSV}', None
+    return _unread(f'{os.path.dirname(path)}: no {EVAL_CSV}', time_column)
   except IsADirectoryError:
-    return (), (), f'{path}: a folder, not a file', None
+    return _unread(f'{path}: a folder, not a file', time_column)
   except OSError as e:
-    return (), (), (f'{path}: cannot read ({type(e).__name__}: '
-                    f'{e.strerror or e})'), None
+    return _unread(f'{path}: cannot read ({type(e).__name__}: '
+                   f'{e.strerror or e})', time_column)
   try:
     text = data.decode('utf-8')
   except UnicodeDecodeError as e:
-    return (), (), (f'{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at '
-                    f'offset {e.start})'), None
+    return _unread(f'{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at '
+                   f'offset {e.start})', time_column)
   if text.startswith('\ufeff'):  # a BOM would glue itself to the first name
     text = text[1:]
-  times, values, problem, note = parse_eval_csv(text, time_column,
-                                                metric_column)
-  return (times, values, None if problem is None else f'{path}: {problem}',
-          None if note is None else f'{path}: {note}')
+  return _with_path(path, parse_evals(text, time_column, metric_column))
 
 
 def _rows(text: str) -> Iterator[Tuple[int, List[str]]]:
@@ -746,8 +850,16 @@ def _rows(text: str) -> Iterator[Tuple[int, List[str]]]:
       yield lineno, line.split(',')
 
 
+def _time_column_in(names: Sequence[str], time_column: str) -> str:
+  """``time_column``, or the older name of ``score`` where only that one is there."""
+  if (time_column == SCORE_COLUMN and time_column not in names
+      and OLD_SCORE_COLUMN in names):
+    return OLD_SCORE_COLUMN
+  return time_column
+
+
 def _parse_plain(text: str, time_column: str, metric_column: str,
-                 ) -> Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]]:
+                 ) -> Optional[Tuple[Tuple[float, ...], Tuple[float, ...], str]]:
   """The common case at C speed: unquoted, well-formed, every cell a number.
 
   None for anything else (quotes, missing columns, no rows, a short row, an
@@ -760,6 +872,7 @@ def _parse_plain(text: str, time_column: str, metric_column: str,
   if len(lines) < 2 or not all(lines):
     return None
   names = lines[0].split(',')
+  time_column = _time_column_in(names, time_column)
   if time_column not in names or metric_column not in names:
     return None
   ti, mi, width = names.index(time_column), names.index(metric_column), len(names)
@@ -776,7 +889,7 @@ def _parse_plain(text: str, time_column: str, metric_column: str,
   if (not all(map(math.isfinite, times))
       or math.inf in values or -math.inf in values):
     return None
-  return times, values
+  return times, values, time_column
 
 
 def parse_eval_csv(
@@ -787,19 +900,39 @@ def parse_eval_csv(
   Returns:
     (times, values, problem, note): ``problem`` (a phrase) means the trial
     must be left out; ``note`` means it is kept but something deserves a
-    warning (no eval rows, a cut-off last row dropped).
+    warning (no eval rows, a cut-off last row dropped, the times read from
+    ``accumulated_submission_time`` for want of ``score``).
+  """
+  parsed = parse_evals(text, time_column, metric_column)
+  note = parsed.note
+  if parsed.problem is None and parsed.time_column != time_column:
+    said = (f'no {time_column!r} column; the times are its older name '
+            f'{parsed.time_column!r}')
+    note = said if note is None else f'{note}; {said}'
+  return parsed.times, parsed.values, parsed.problem, note
+
+
+def parse_evals(text: str, time_column: str, metric_column: str) -> ParsedEvals:
+  """``parse_eval_csv``'s work, saying which column the times came from.
+
+  With ``time_column`` ``'score'``, a file that has no ``score`` column but
+  has ``accumulated_submission_time`` (an older column set: the same seconds)
+  is read from that one; ``time_column`` of the result says so, and the
+  caller warns.
   """
   fast = _parse_plain(text, time_column, metric_column)
   if fast is not None:
-    return fast[0], fast[1], None, None
+    return ParsedEvals(fast[0], fast[1], None, None, fast[2])
   if not text.strip():
-    return (), (), 'empty file', None
+    return _unread('empty file', time_column)
   rows = _rows(text)
   header = next(rows)
   names = header[1]
+  time_column = _time_column_in(names, time_column)
   missing = [c for c in (time_column, metric_column) if c not in names]
   if missing:
-    return (), (), ('no column ' + ' or '.join(repr(c) for c in missing)), None
+    return _unread('no column ' + ' or '.join(repr(c) for c in missing),
+                   time_column)
   ti, mi = names.index(time_column), names.index(metric_column)
   width = len(names)
   body = list(rows)
@@ -815,8 +948,8 @@ def parse_eval_csv(
   isfinite, nan, na = math.isfinite, math.nan, _NA_TOKENS
   for lineno, cells in body:
     if len(cells) != width:
-      return (), (), (f'line {lineno} has {len(cells)} cells but the header '
-                      f'has {width}'), None
+      return _unread(f'line {lineno} has {len(cells)} cells but the header '
+                     f'has {width}', time_column)
     cell = cells[ti]
     try:
       t = float(cell)
@@ -824,11 +957,11 @@ def parse_eval_csv(
       if cell.strip() in na:
         t = nan
       else:
-        return (), (), (f'line {lineno}: {time_column!r} is {cell!r}, not a '
-                        'number'), None
+        return _unread(f'line {lineno}: {time_column!r} is {cell!r}, not a '
+                       'number', time_column)
     if not isfinite(t):
-      return (), (), (f'line {lineno}: {time_column!r} is {cell!r}, not a '
-                      'finite time'), None
+      return _unread(f'line {lineno}: {time_column!r} is {cell!r}, not a '
+                     'finite time', time_column)
     cell = cells[mi]
     if cell in na:
       v = nan
@@ -839,11 +972,11 @@ def parse_eval_csv(
         if cell.strip() in na:
           v = nan
         else:
-          return (), (), (f'line {lineno}: {metric_column!r} is {cell!r}, '
-                          'not a number'), None
+          return _unread(f'line {lineno}: {metric_column!r} is {cell!r}, '
+                         'not a number', time_column)
       if v in (math.inf, -math.inf):
-        return (), (), (f'line {lineno}: {metric_column!r} is {cell!r}; '
-                        'a metric must be finite or NaN'), None
+        return _unread(f'line {lineno}: {metric_column!r} is {cell!r}; '
+                       'a metric must be finite or NaN', time_column)
     times.append(t)
     values.append(v)
-  return tuple(times), tuple(values), None, note
+  return ParsedEvals(tuple(times), tuple(values), None, note, time_column)
