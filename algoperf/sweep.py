@@ -19,8 +19,11 @@ A sweep is a plan, a status and an executor:
 
 The plan, each run's state and the counts of every invocation are written to
 ``<experiment_dir>/<submission>/.sweep/sweep.json`` (a dot folder, which
-`algoperf score` does not read). A restart with different settings is refused
-unless ``--overwrite`` says to delete the old logs.
+`algoperf score` does not read; the reference scorer takes it for a study
+whose only "workload" is ``submitit/``, with no ``trial_<n>`` folders in it,
+so it reads nothing there either and counts no study for it). A restart with
+different settings is refused unless ``--overwrite`` says to delete the old
+logs.
 
 This module imports no JAX: the runs are separate processes.
 """

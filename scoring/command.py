@@ -23,7 +23,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
       description='Score every submission folder under ROOT '
       '(ROOT/<submission>/study_<s>/<workload>_<framework>/trial_<t>/'
       'eval_measurements.csv; a submission folder is any folder below ROOT '
-      'that holds study_<n> folders) with a benchmark version\'s rules '
+      'that holds study_<n> folders, which may end in the timestamp of '
+      '--append_timestamp) with a benchmark version\'s rules '
       '(docs/RULES.md, Scoring rules).')
   score.add_argument('root', help='folder holding the submission folders '
                      '(an --experiment_dir of algoperf run)')
