@@ -519,7 +519,7 @@ def _board(trials: Sequence[loading.TrialLog], version: benchmarks.BenchmarkVers
   for trial in trials:
     facts = version.workload(trial.workload)
     # Steps have no budget; seconds are cut at the budget (a late hit is a miss).
-    budget = budgets[trial.workload] if time_column != 'global_step' else math.inf
+    budget = budgets[trial.workload] if time_column == 'score' else math.inf
     hit = rules.first_hit(trial.values, trial.times, facts.validation_target_value,
                           facts.higher_is_better, budget=budget)
     hits[(trial.submission, trial.workload)][trial.study_number].append(
