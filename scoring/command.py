@@ -60,6 +60,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                      'benchmark version\'s own rule (v0.5 eval_index, v0.6 '
                      'and small time). Either way, a note names the studies '
                      'where the two rules pick different trials')
+  cli.add_bool(score, 'speed_rescale', True,
+               'divide each trial\'s seconds by its meta_data speed_factor '
+               '(small workloads: the factor its budget was multiplied by), '
+               'giving reference-machine seconds (default); '
+               '--nospeed_rescale or --speed_rescale=false: the seconds as '
+               'logged, what the reference scorer reads (each trial still '
+               'cut at the budget it ran with)')
+  # The absl spelling; the CLI's own --noflag handling covers only run's and
+  # sweep's flags.
+  score.add_argument('--nospeed_rescale', dest='speed_rescale',
+                     action='store_false', help=argparse.SUPPRESS)
   return score
 
 
@@ -74,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     scoring = leaderboard.score_root(
         args.root, args.benchmark, args.ruleset, time_column=args.time_column,
         exclude=[s for s in args.exclude.split(',') if s],
-        baseline=args.baseline, strict=args.strict, trial_rule=trial_rule)
+        baseline=args.baseline, strict=args.strict, trial_rule=trial_rule,
+        speed_rescale=args.speed_rescale)
   except leaderboard.NoLogsError as e:
     for line in e.warnings:
       print(f'warning: {line}', file=sys.stderr)

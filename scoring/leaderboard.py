@@ -1,6 +1,7 @@
 """From a folder of logs to a leaderboard: the scoring pipeline in one place.
 
-loading (tolerant, fast; times divided by each trial's meta ``speed_factor``)
+loading (tolerant, fast; times divided by each trial's meta ``speed_factor``
+unless ``speed_rescale=False``)
 -> first hit per trial -> one time per study (the version's trial rule) ->
 median over studies -> held-out and 4x rules -> performance profiles -> scores
 (and speedups against a baseline). docs/RULES.md, Scoring rules, states the
@@ -42,7 +43,8 @@ MAX_NAMED_DIFFERENCES = 5
 
 SPEED_FACTOR_SPREAD = 1.5
 """Warn when the largest speed factor of the scored trials is more than this
-times the smallest: rescaling times between so different machines is rough."""
+times the smallest: rescaling times between so different machines is rough,
+and unscaled times (``speed_rescale=False``) do not compare at all."""
 
 
 class StrictScoringError(ValueError):
@@ -93,8 +95,9 @@ class Leaderboard:
   baseline: Optional[str]
   warnings: List[str]
   num_trials: int
-  # (smallest, largest) speed factor of the scored trials when any is not 1,
-  # i.e. when times were rescaled to the reference machine; else None.
+  # (smallest, largest) speed factor of the scored trials when any is not 1
+  # (seconds only); else None. The times were divided by them when
+  # speed_rescale is True (``rescaled``), else are the logged seconds.
   speed_factor_range: Optional[Tuple[float, float]] = None
   # submission -> workload -> (smallest, largest) factor of its trials; only
   # filled when speed_factor_range is set.
@@ -111,11 +114,20 @@ class Leaderboard:
   # submission -> workload -> study number -> trial folder -> its time to target.
   trial_times: Dict[str, Dict[str, Dict[int, Dict[str, float]]]] = dataclasses.field(
       default_factory=dict)
+  # False: times are the logged seconds, not divided by the speed factors
+  # (`algoperf score --nospeed_rescale`).
+  speed_rescale: bool = True
 
   @property
   def rescaled(self) -> bool:
     """Whether times were divided by speed factors other than 1."""
-    return self.speed_factor_range is not None
+    return self.speed_rescale and self.speed_factor_range is not None
+
+  @property
+  def unscaled(self) -> bool:
+    """Whether times are logged seconds of trials with speed factors other
+    than 1 (so not reference-machine seconds, nor fractions of the budget)."""
+    return not self.speed_rescale and self.speed_factor_range is not None
 
   def ranking(self) -> List[str]:
     """Submissions by score, best first (ties by name)."""
@@ -158,7 +170,9 @@ class Leaderboard:
             for s in self.ranking() if s in self.trial_times},
         'warnings': self.warnings,
     }
-    if self.rescaled:
+    if self.time_column != 'global_step':
+      out['speed_rescale'] = self.speed_rescale
+    if self.speed_factor_range is not None:
       out['speed_factor_range'] = list(self.speed_factor_range)
     return out
 
@@ -183,6 +197,7 @@ def score_logs(
     baseline: Optional[str] = None,
     strict: bool = False,
     trial_rule: Optional[str] = None,
+    speed_rescale: bool = True,
 ) -> Leaderboard:
   """Scores every submission folder under ``root`` with version ``benchmark``'s rules.
 
@@ -193,6 +208,10 @@ def score_logs(
   submissions to leave out (a name also leaves out the submissions below it:
   ``x`` leaves out ``x/y``). ``trial_rule`` (``'smallest_eval_index'`` or
   ``'smallest_time'``; None: the version's) picks each study's trial.
+  ``speed_rescale`` False scores the logged seconds instead of dividing each
+  trial's times by its meta ``speed_factor``; a trial's budget is then the
+  one it ran with (the nominal one times its factor), so every trial hits or
+  misses as it does rescaled.
 
   Raises:
     FileNotFoundError: ``root`` is no folder (nor a folder of a log extract).
@@ -213,7 +232,7 @@ def score_logs(
   found = loading.discover(root)
   boards, _ = _score(found, version, ruleset, time_column=time_column,
                      exclude=exclude, baseline=baseline, strict=strict,
-                     version_rule=version_rule)
+                     version_rule=version_rule, speed_rescale=speed_rescale)
   return boards[ruleset]
 
 
@@ -238,6 +257,7 @@ def score_root(
     baseline: Optional[str] = None,
     strict: bool = False,
     trial_rule: Optional[str] = None,
+    speed_rescale: bool = True,
 ) -> Scoring:
   """``algoperf score``: scores ``root``, choosing the version and rulesets from the logs.
 
@@ -251,7 +271,8 @@ def score_root(
       ``'auto'`` takes each submission's from its trials' meta data
       (``tuning_ruleset``; external when unknown) and makes one leaderboard
       per ruleset present.
-    time_column, exclude, baseline, strict, trial_rule: as for ``score_logs``.
+    time_column, exclude, baseline, strict, trial_rule, speed_rescale: as for
+      ``score_logs``.
 
   Raises:
     ConfigError: ``root`` is missing or holds no trial logs; the version
@@ -292,7 +313,7 @@ def score_root(
   version = _with_trial_rule(version, trial_rule)
   boards, warnings = _score(found, version, ruleset, time_column=time_column,
                             exclude=exclude, baseline=baseline, strict=strict,
-                            version_rule=version_rule)
+                            version_rule=version_rule, speed_rescale=speed_rescale)
   return Scoring(benchmark=version.name, benchmark_source=source,
                  boards=boards, warnings=warnings)
 
@@ -448,11 +469,13 @@ def _check_time_column(time_column: str) -> None:
 def _score(found: loading.Discovery, version: benchmarks.BenchmarkVersion,
            ruleset: Optional[str], *, time_column: str, exclude: Sequence[str],
            baseline: Optional[str], strict: bool, version_rule: str,
+           speed_rescale: bool = True,
            ) -> Tuple[Dict[str, Leaderboard], List[str]]:
   """Loads and scores; one board per ruleset (``ruleset`` None: from the meta data)."""
   scored = list(version.base_workloads) + list(version.held_out_workloads)
   result = loading.load_logs(found.root, version, workloads=set(scored),
-                             time_column=time_column, discovery=found)
+                             time_column=time_column, discovery=found,
+                             speed_rescale=speed_rescale)
   excluded = set(exclude)
   submissions = [s for s in result.submissions if not _excluded(s, excluded)]
   assigned, ruleset_warnings = _assign_rulesets(found, submissions, ruleset)
@@ -489,7 +512,7 @@ def _score(found: loading.Discovery, version: benchmarks.BenchmarkVersion,
     board = _board(board_trials, version, r, scored, time_column=time_column,
                    baseline=baseline if baseline in mine else None,
                    warnings=warnings, label=f'{r} tuning: ' if several else '',
-                   version_rule=version_rule)
+                   version_rule=version_rule, speed_rescale=speed_rescale)
     all_warnings += board.warnings[len(warnings):]
     boards[r] = board
   return boards, all_warnings
@@ -508,7 +531,8 @@ def _warnings_for(warnings: Sequence[str], root: Path,
 def _board(trials: Sequence[loading.TrialLog], version: benchmarks.BenchmarkVersion,
            ruleset: str, scored: Sequence[str], *, time_column: str,
            baseline: Optional[str], warnings: List[str], label: str,
-           version_rule: Optional[str] = None) -> Leaderboard:
+           version_rule: Optional[str] = None,
+           speed_rescale: bool = True) -> Leaderboard:
   """One leaderboard of ``trials``, all scored under ``ruleset``."""
   multiplier = version.budget_multiplier(ruleset)
   budgets = {w: version.workload(w).max_allowed_runtime_sec * multiplier
@@ -518,8 +542,11 @@ def _board(trials: Sequence[loading.TrialLog], version: benchmarks.BenchmarkVers
   hits: Dict[tuple, Dict[int, list]] = defaultdict(lambda: defaultdict(list))
   for trial in trials:
     facts = version.workload(trial.workload)
-    # Steps have no budget; seconds are cut at the budget (a late hit is a miss).
+    # Steps have no budget; seconds are cut at the budget (a late hit is a
+    # miss). Logged seconds are cut at the budget the trial ran with.
     budget = budgets[trial.workload] if time_column == 'score' else math.inf
+    if not speed_rescale:
+      budget *= trial.speed_factor
     hit = rules.first_hit(trial.values, trial.times, facts.validation_target_value,
                           facts.higher_is_better, budget=budget)
     hits[(trial.submission, trial.workload)][trial.study_number].append(
@@ -566,12 +593,20 @@ def _board(trials: Sequence[loading.TrialLog], version: benchmarks.BenchmarkVers
     factor_range, factors = _speed_factors(trials)
     if factor_range is not None and factor_range[1] > SPEED_FACTOR_SPREAD * factor_range[0]:
       low, high = factor_range
-      warnings.append(
-          f'{label}the speed factors of the scored trials range from '
-          f'{format_factor(low)} to {format_factor(high)} ({high / low:.2f}x '
-          f'apart, more than {SPEED_FACTOR_SPREAD}x): each trial\'s times were divided by its '
-          'factor to reference-machine seconds, which is only approximate '
-          'between machines this different.')
+      spread = (f'{label}the speed factors of the scored trials range from '
+                f'{format_factor(low)} to {format_factor(high)} ({high / low:.2f}x '
+                f'apart, more than {SPEED_FACTOR_SPREAD}x): ')
+      if speed_rescale:
+        warnings.append(
+            spread + 'each trial\'s times were divided by its factor to '
+            'reference-machine seconds, which is only approximate between '
+            'machines this different.')
+      else:
+        warnings.append(
+            spread + 'the times are unscaled (--nospeed_rescale), each '
+            'machine\'s own seconds, so trials of machines this different do '
+            'not compare; without it they are rescaled to reference-machine '
+            'seconds.')
   return Leaderboard(
       benchmark=version.name,
       ruleset=ruleset,
@@ -596,6 +631,7 @@ def _board(trials: Sequence[loading.TrialLog], version: benchmarks.BenchmarkVers
       rule_differences=differences,
       study_times=dict(study_table),
       trial_times=dict(trial_table),
+      speed_rescale=speed_rescale,
   )
 
 

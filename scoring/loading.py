@@ -33,9 +33,9 @@ facts of the first attempt's ``meta_data_0.json`` are read (``TrialMeta``):
 the benchmark version, the tuning ruleset, whether the compilation cache was
 on, and the machine-speed factor the budget was scaled by. Times (every time
 column but ``global_step``) are divided by that factor as they are loaded, so
-they are reference-machine seconds. Logs of other tools (the reference's, the
-competition's, a log extract) have no meta data and are not probed for it
-per trial: see ``_MetaProbe``.
+they are reference-machine seconds (``speed_rescale=False``: as logged).
+Logs of other tools (the reference's, the competition's, a log extract) have
+no meta data and are not probed for it per trial: see ``_MetaProbe``.
 
 Nothing here raises on bad logs. Each problem becomes one line in
 ``LoadResult.warnings`` naming the file or folder, and the trial is left out
@@ -150,7 +150,7 @@ class TrialLog:
   trial_number: int
   path: Path  # the CSV file
   times: Tuple[float, ...]  # time column, one per eval row, all finite
-  # (seconds: divided by ``speed_factor``)
+  # (seconds: divided by ``speed_factor``, unless speed_rescale=False)
   values: Tuple[float, ...]  # metric column, one per eval row; NaN: no value
   meta: Optional[TrialMeta] = None  # None: no meta_data_0.json (not our runner)
 
@@ -161,7 +161,7 @@ class TrialLog:
 
   @property
   def speed_factor(self) -> float:
-    """The machine-speed factor its times were divided by (1.0 if none)."""
+    """Its machine-speed factor, which its times are divided by (1.0 if none)."""
     return 1.0 if self.meta is None else self.meta.speed_factor
 
 
@@ -260,6 +260,7 @@ def load_logs(
     workloads: Optional[Iterable[str]] = None,
     time_column: str = 'score',
     discovery: Optional[Discovery] = None,
+    speed_rescale: bool = True,
 ) -> LoadResult:
   """Loads every trial of the asked-for workloads under ``root``.
 
@@ -273,6 +274,8 @@ def load_logs(
       any other column name works too. Every column but ``global_step`` is
       taken as seconds and divided by the trial's meta ``speed_factor``.
     discovery: ``discover(root)``, if the caller already has it.
+    speed_rescale: False keeps the times as logged (the run machine's
+      seconds, what other tools read), not divided by ``speed_factor``.
 
   Returns:
     The trials that loaded, sorted by (submission, workload, study number,
@@ -315,7 +318,8 @@ def load_logs(
   collecting = gc.isenabled()
   gc.disable()
   try:
-    trials = _read_all(tasks, discovery.tree, time_column, warnings, root)
+    trials = _read_all(tasks, discovery.tree, time_column, warnings, root,
+                       speed_rescale=speed_rescale)
   finally:
     if collecting:
       gc.enable()
@@ -758,13 +762,14 @@ _Columns = ParsedEvals  # what a tree's read_columns gives
 
 
 def _read_all(tasks: Sequence[Tuple[FoundTrial, str, str]], tree: _Tree,
-              time_column: str, warnings: List[str], root: Path) -> List[TrialLog]:
+              time_column: str, warnings: List[str], root: Path, *,
+              speed_rescale: bool = True) -> List[TrialLog]:
   """Reads every task's CSV; the trials that loaded, warnings in task order.
 
   Files timed by the older ``accumulated_submission_time`` column (no
   ``score``) get one warning per submission folder, after the others.
   """
-  rescale = time_column != STEP_COLUMN
+  rescale = speed_rescale and time_column != STEP_COLUMN
   trials: List[TrialLog] = []
   old_column: Dict[str, List[str]] = defaultdict(list)  # submission -> paths
   for found, path, metric in tasks:

@@ -64,14 +64,21 @@ def _scores_header(board: Leaderboard) -> List[str]:
   return header
 
 
+def _with_fraction(board: Leaderboard) -> bool:
+  """Whether times can be given as fractions of the (nominal) budget: seconds,
+  and not logged seconds of machines whose budgets were scaled."""
+  return board.time_column == 'score' and not board.unscaled
+
+
 def _time_rows(board: Leaderboard, with_fraction: bool) -> List[List[str]]:
+  with_fraction = with_fraction and _with_fraction(board)
   rows = []
   for s in board.ranking():
     row = [s]
     for w in board.scored_workloads:
       t = board.time_to_target[s][w]
       cell = _fmt_time(t, board.time_column)
-      if with_fraction and board.time_column == 'score':
+      if with_fraction:
         frac = _fmt_fraction(t, board.budgets[w])
         cell = f'{cell} ({frac})' if frac else cell
       row.append(cell)
@@ -80,12 +87,19 @@ def _time_rows(board: Leaderboard, with_fraction: bool) -> List[List[str]]:
 
 
 def rescaling_note(board: Leaderboard) -> Optional[str]:
-  """One sentence saying the times were rescaled by speed factors; None if not."""
-  if not board.rescaled:
+  """One sentence saying the times were rescaled by speed factors, or were
+  not (``--nospeed_rescale``); None when every factor is 1 (or steps)."""
+  if board.speed_factor_range is None:
     return None
   low, high = board.speed_factor_range
   fmt = format_factor
   factors = fmt(low) if low == high else f'{fmt(low)} to {fmt(high)}'
+  if board.unscaled:
+    return ('Times are unscaled (--nospeed_rescale): the seconds each trial '
+            'logged on its own machine, not divided by its meta_data '
+            f'speed_factor ({factors}); each trial was cut at the budget it '
+            'ran with (the nominal one times its factor), and no time is '
+            'given as a fraction of the budget.')
   return ('Times are reference-machine seconds: each trial\'s times were '
           f'divided by its meta_data speed_factor ({factors}), as its budget '
           'had been multiplied by it.')
@@ -113,7 +127,9 @@ def ruleset_header(board: Leaderboard) -> str:
 
 def terminal_text(board: Leaderboard) -> str:
   """The scores and the per-workload time to target (seconds and fraction of budget)."""
-  unit = 'steps' if board.time_column == 'global_step' else 's (fraction of budget)'
+  unit = ('steps' if board.time_column == 'global_step'
+          else 's (fraction of budget)' if _with_fraction(board)
+          else 's, unscaled')
   parts = [
       f'Benchmark {board.benchmark}, {board.ruleset} tuning ruleset: '
       f'{_plural(len(board.submissions), "submission")}, '
@@ -159,16 +175,18 @@ def write_scores_csv(board: Leaderboard, path: Path) -> None:
 
 
 def write_time_to_target_csv(board: Leaderboard, path: Path) -> None:
-  """One row per (submission, workload); with rescaled times, the speed factors too.
+  """One row per (submission, workload); with speed factors other than 1, those too.
 
-  When any trial's times were divided by its speed factor, two more columns,
+  When any trial's speed factor is not 1, two more columns,
   ``speed_factor_min`` and ``speed_factor_max``, give the factors of the
-  cell's trials (empty where it has none): the times are reference-machine
-  seconds.
+  cell's trials (empty where it has none): the times were divided by them
+  (reference-machine seconds), or with ``--nospeed_rescale`` were not (then
+  ``fraction_of_budget`` is empty).
   """
   header = ['submission', 'workload', f'time_to_target_{board.time_column}',
             'fraction_of_budget', 'scored_time', 'budget_sec']
-  if board.rescaled:
+  factored = board.speed_factor_range is not None
+  if factored:
     header += ['speed_factor_min', 'speed_factor_max']
   rows = []
   for s in board.ranking():
@@ -176,9 +194,9 @@ def write_time_to_target_csv(board: Leaderboard, path: Path) -> None:
       t = board.time_to_target[s][w]
       scored = board.scored_times[s].get(w, '')
       row = [s, w, repr(t),
-             _fmt_fraction(t, board.budgets[w]) if board.time_column == 'score' else '',
+             _fmt_fraction(t, board.budgets[w]) if _with_fraction(board) else '',
              repr(scored) if scored != '' else '', repr(board.budgets[w])]
-      if board.rescaled:
+      if factored:
         factors = board.speed_factors.get(s, {}).get(w)
         row += [repr(f) for f in factors] if factors else ['', '']
       rows.append(row)
@@ -233,8 +251,9 @@ def write_reports(board: Leaderboard, out: Path, plot_name: str) -> List[Path]:
   title = f'Benchmark {board.benchmark} leaderboard, {board.ruleset} tuning ruleset'
   intro = (f'{_plural(len(board.submissions), "submission")}, '
            f'{_plural(board.num_trials, "trial")}; '
-           f'time column `{board.time_column}`. Times are medians over studies; '
-           'in brackets, the fraction of the workload\'s budget.')
+           f'time column `{board.time_column}`. Times are medians over studies'
+           + ('; in brackets, the fraction of the workload\'s budget.'
+              if _with_fraction(board) else '.'))
   note = rescaling_note(board)
   if note:
     intro += ' ' + note
