@@ -16,7 +16,7 @@ from typing import Optional, Sequence, Tuple
 import pytest
 
 from algoperf import benchmarks, cli
-from scoring import command, extract, leaderboard, loading
+from scoring import command, extract, leaderboard, loading, rules
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST1D_BUDGET = benchmarks.load('small').workload('mnist1d').max_allowed_runtime_sec
@@ -475,6 +475,93 @@ def test_speed_factor_does_not_apply_to_steps(tmp_path, capsys):
                                  time_column='global_step')
   assert board.time_to_target['a']['mnist1d'] == 100.0
   assert board.speed_factor_range is None and board.warnings == []
+
+
+def two_machine_study(root: Path) -> None:
+  """nadamw on mnist1d (budget 16 s) from machines of speed factors 2.0, 1.25, 1.0.
+
+  Raw times are each CSV's ``score``; scaled = raw / factor; each trial's own
+  budget is 16 s x its factor.
+
+  study trial factor hits at (eval index, raw s)  scaled s  unscaled s
+  0     1     2.0    (2, 20.0)                    10.0      20.0 (< 32 s: a hit)
+  0     2     1.25   (3, 15.0)                    12.0      15.0
+  1     1     1.25   (2, 10.0)                     8.0      10.0
+  1     2     1.0    (2, 17.0)                    inf       inf (> 16 s both ways)
+  """
+  def rows(hit_index: int, seconds: float) -> Rows:
+    return ([(1, 0.5, 0.1)] + [(50 * i, seconds * i / hit_index, 0.9)
+                               for i in range(1, hit_index)]
+            + [(50 * hit_index, seconds, 0.98)])
+
+  for rel, hit_index, seconds, factor in [
+      ('study_0/mnist1d_jax/trial_1', 2, 20.0, 2.0),
+      ('study_0/mnist1d_jax/trial_2', 3, 15.0, 1.25),
+      ('study_1/mnist1d_jax/trial_1', 2, 10.0, 1.25),
+      ('study_1/mnist1d_jax/trial_2', 2, 17.0, 1.0)]:
+    trial(root, f'nadamw/{rel}', rows(hit_index, seconds),
+          meta=meta(speed_factor=factor, budget_sec=factor * MNIST1D_BUDGET))
+
+
+def test_nospeed_rescale_scores_the_logged_seconds(tmp_path, capsys):
+  assert MNIST1D_BUDGET == 16.0  # the table in two_machine_study
+  logs = tmp_path / 'logs'
+  two_machine_study(logs)
+  by_time = {}
+  for rescale in (True, False):
+    board = leaderboard.score_logs(logs, 'small', 'external',
+                                   speed_rescale=rescale)
+    by_time[rescale] = board
+    assert board.speed_factor_range == (1.0, 2.0)
+    assert board.trial_times['nadamw']['mnist1d'][1]['trial_2'] == math.inf
+  scaled, unscaled = by_time[True], by_time[False]
+  assert scaled.trial_times['nadamw']['mnist1d'] == {
+      0: {'trial_1': 10.0, 'trial_2': 12.0}, 1: {'trial_1': 8.0, 'trial_2': math.inf}}
+  assert unscaled.trial_times['nadamw']['mnist1d'] == {
+      0: {'trial_1': 20.0, 'trial_2': 15.0}, 1: {'trial_1': 10.0, 'trial_2': math.inf}}
+  # small's rule, the smallest time: study 0 is trial_1 scaled, trial_2 unscaled.
+  assert scaled.study_times['nadamw']['mnist1d'] == {0: 10.0, 1: 8.0}
+  assert unscaled.study_times['nadamw']['mnist1d'] == {0: 15.0, 1: 10.0}
+  assert scaled.time_to_target['nadamw']['mnist1d'] == 9.0
+  assert unscaled.time_to_target['nadamw']['mnist1d'] == 12.5
+  assert scaled.rule_differences == []
+  assert [(d.by_eval_index, d.by_time) for d in unscaled.rule_differences] == [
+      ('trial_1', 'trial_2')]
+  # The smallest eval index (the reference scorer's rule): trial_1 either way.
+  by_index = leaderboard.score_logs(logs, 'small', 'external',
+                                    trial_rule=rules.SMALLEST_EVAL_INDEX,
+                                    speed_rescale=False)
+  assert by_index.study_times['nadamw']['mnist1d'] == {0: 20.0, 1: 10.0}
+  assert by_index.time_to_target['nadamw']['mnist1d'] == 15.0
+
+  # The command line: both spellings, the note, no fractions, the warning.
+  out_dir, out_json = tmp_path / 'report', tmp_path / 'out.json'
+  rc, out, err = score(capsys, logs, '--trial_rule', 'eval_index',
+                       '--nospeed_rescale', '--output_dir', out_dir,
+                       '--json', out_json)
+  assert rc == 0
+  assert score(capsys, logs, '--trial_rule', 'eval_index',
+               '--speed_rescale=false')[1] == out.split('Wrote')[0]
+  assert ('Times are unscaled (--nospeed_rescale): the seconds each trial '
+          'logged on its own machine, not divided by its meta_data '
+          'speed_factor (1.0 to 2.0)') in out
+  assert 'Time to target per workload (median over studies), s, unscaled:' in out
+  row = out.split('Time to target per workload')[1].splitlines()[3]
+  assert row.split() == ['nadamw', 'missing', '15.0']  # no fraction of the budget
+  assert ('range from 1.0 to 2.0 (2.00x apart, more than 1.5x): the times are '
+          'unscaled (--nospeed_rescale)') in err
+  data = json.loads(out_json.read_text())
+  assert data['speed_rescale'] is False and data['speed_factor_range'] == [1.0, 2.0]
+  assert data['time_to_target'] == {'nadamw': {'mnist1d': 15.0, 'fashion_mnist': None}}
+  header, *csv_rows = (out_dir / 'time_to_target.csv').read_text().splitlines()
+  assert header.endswith(',speed_factor_min,speed_factor_max')
+  assert f'nadamw,mnist1d,15.0,,15.0,{MNIST1D_BUDGET!r},1.0,2.0' in csv_rows
+  assert 'fraction of the workload' not in (out_dir / 'report.md').read_text()
+  # The default is unchanged: rescaled, with fractions of the budget.
+  rc, out, err = score(capsys, logs, '--trial_rule', 'eval_index')
+  row = out.split('Time to target per workload')[1].splitlines()[3]
+  assert row.split() == ['nadamw', 'missing', '9.0', '(0.56)']  # 9.0 / 16 s
+  assert 'each trial\'s times were divided by its factor' in err
 
 
 def test_bad_meta_data_is_one_warning_and_the_trial_is_kept(tmp_path, capsys):
