@@ -37,6 +37,7 @@ import dataclasses
 import functools
 import inspect
 import math
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -671,8 +672,12 @@ def _shape_table(tree: Any, leaf_shape: Callable[[Any], Any]) -> Dict[str, Any]:
   return {jax.tree_util.keystr(path): leaf_shape(leaf) for path, leaf in leaves}
 
 
-def _check_update_return(workload: Any) -> Callable:
-  """A return check: ``(optimizer_state, params, model_state)`` with the model's shapes."""
+def _check_update_return(workload: Any, layout: Any) -> Callable:
+  """A return check: ``(optimizer_state, params, model_state)`` with the model's shapes.
+
+  ``layout`` (algoperf/layout.py) gives one logical value per leaf, so a
+  pmap-era submission's replicated params compare with the model's shapes.
+  """
   from algoperf import spec  # pylint: disable=import-outside-toplevel
 
   def check(out: Any, args: tuple, kwargs: dict) -> None:
@@ -686,7 +691,8 @@ def _check_update_return(workload: Any) -> Callable:
         workload.param_shapes,
         lambda s: tuple(s.shape_tuple) if isinstance(s, spec.ShapeTuple) else s)
     try:
-      got = _shape_table(out[1], lambda x: tuple(getattr(x, 'shape', ())))
+      got = _shape_table(layout.host_copy(out[1]),
+                         lambda x: tuple(getattr(x, 'shape', ())))
     except Exception:  # pylint: disable=broad-except
       got = None
     if got != expected:
@@ -730,12 +736,19 @@ def _fixed_batch_loss(workload: Any, params: Any, model_state: Any,
 def dry_run(submission: Any, workload_name: str, *, steps: int,
             hyperparameters: Any, global_batch_size: Optional[int] = None,
             rng_seed: int = 0) -> WorkloadResult:
-  """``steps`` steps of ``submission`` on synthetic ``workload_name`` through the runner."""
+  """``steps`` steps of ``submission`` on synthetic ``workload_name`` through the runner.
+
+  As in ``run``: a metrics logger is attached (one that writes nothing), and
+  the submission's API (jit or pmap) decides the layout of state and
+  batches. ``global_batch_size`` overrides the submission's own size.
+  """
   import jax  # pylint: disable=import-outside-toplevel
 
   import workloads  # pylint: disable=import-outside-toplevel
-  from algoperf import runner, spec  # pylint: disable=import-outside-toplevel
+  from algoperf import layout as layouts  # pylint: disable=import-outside-toplevel
+  from algoperf import recorder, runner, spec  # pylint: disable=import-outside-toplevel
   from algoperf.submission import (SubmissionError, check_divisible,  # pylint: disable=import-outside-toplevel
+                                   resolve_eval_batch_size,
                                    resolve_global_batch_size)
 
   folder = submission.path.parent
@@ -752,13 +765,14 @@ def dry_run(submission: Any, workload_name: str, *, steps: int,
   base = workloads.get_base_workload_name(workload_name)
   try:
     batch_size = resolve_global_batch_size(submission, workload_name, base,
-                                           global_batch_size)
+                                           global_batch_size, force=True)
   except SubmissionError:
     return WorkloadResult(
         workload_name, False,
-        f'FAIL: get_batch_size: ValueError for {workload_name!r} (the '
-        'submission does not support this workload); pass --global_batch_size N '
-        'to try it with batch size N.', 'get_batch_size')
+        f'FAIL: get_batch_size: it does not know {workload_name!r} (it raised '
+        'or returned None: the submission does not support this workload); '
+        'pass --global_batch_size N to try it with batch size N.',
+        'get_batch_size')
   except Exception as e:  # pylint: disable=broad-except
     return fail('get_batch_size', e)
   try:
@@ -773,20 +787,24 @@ def dry_run(submission: Any, workload_name: str, *, steps: int,
         f'synthetic training set ({workload.num_train_examples} examples); pass '
         '--global_batch_size N with a smaller N.', 'get_batch_size')
 
+  try:
+    layout = layouts.for_api(submission.api)
+  except Exception as e:  # pylint: disable=broad-except
+    return fail('runner', e)
   batch = next(workload._build_input_queue(  # pylint: disable=protected-access
       jax.random.PRNGKey(rng_seed + 1), 'train', None, batch_size))
   losses: Dict[str, float] = {}
   latest: Dict[str, Any] = {}
 
   def before_init(args: tuple, kwargs: dict) -> None:
-    params, model_state = args[1], args[2]
+    params, model_state = layout.to_workload((args[1], args[2]))
     losses['initial'] = _fixed_batch_loss(workload, params, model_state, batch)
     latest['state'] = (params, model_state)
 
   def keep(check: Callable) -> Callable:
     def on_return(out: Any, args: tuple, kwargs: dict) -> None:
       check(out, args, kwargs)
-      latest['state'] = (out[1], out[2])
+      latest['state'] = layout.to_workload((out[1], out[2]))
     return on_return
 
   guarded = dataclasses.replace(
@@ -798,17 +816,22 @@ def dry_run(submission: Any, workload_name: str, *, steps: int,
                             on_return=_check_batch),
       update_params=_guard(
           'update_params', submission.update_params,
-          on_return=keep(_check_update_return(workload))),
+          on_return=keep(_check_update_return(workload, layout))),
       prepare_for_eval=(None if submission.prepare_for_eval is None else _guard(
           'prepare_for_eval', submission.prepare_for_eval,
-          on_return=keep(_check_update_return(workload)))),
+          on_return=keep(_check_update_return(workload, layout)))),
   )
   config = runner.TrialConfig(
       global_batch_size=batch_size, hyperparameters=hyperparameters,
       rng_seed=rng_seed, budget_sec=float('inf'),
-      eval_batch_size=workload.eval_batch_size, max_global_steps=steps)
+      eval_batch_size=resolve_eval_batch_size(submission, workload_name,
+                                              workload.eval_batch_size),
+      max_global_steps=steps)
+  # What run attaches, minus the files: code under `if
+  # workload.metrics_logger is not None` runs here too.
+  logger = recorder.MetricsLogger(tempfile.gettempdir(), enabled=False)
   try:
-    result = runner.train_once(workload, guarded, config)
+    result = runner.train_once(workload, guarded, config, logger=logger)
   except Exception as e:  # pylint: disable=broad-except
     hook_failure = _find_hook_failure(e)
     if hook_failure is not None:
@@ -855,15 +878,38 @@ def check_submission(
     tuning_search_space: Optional[str | Path] = None,
     tuning_ruleset: Optional[str] = None,
     global_batch_size: Optional[int] = None,
+    submission_api: str = 'auto',
     out: Optional[TextIO] = None,
 ) -> CheckReport:
   """Checks the submission at ``path``; prints the report to ``out`` as it goes.
 
   ``workloads`` (default mnist1d) get ``steps`` dry-run steps each (0: static
   checks only). ``tuning_ruleset`` None means "self" for a folder ending
-  ``_self_tuning``, else "external". Raises ``ConfigError`` for bad options
-  (an unknown workload, a negative step count).
+  ``_self_tuning``, else "external". ``global_batch_size`` is the dry run's
+  batch size (over the submission's own); ``submission_api`` as for run.
+  Raises ``ConfigError`` for bad options (an unknown workload, a negative
+  step count).
   """
+  from algoperf import submission as submission_module  # pylint: disable=import-outside-toplevel
+
+  # Shims a v0.5-era submission needs are removed when the check ends.
+  before = submission_module.installed_shims()
+  try:
+    return _check_submission(
+        path, workloads=workloads, steps=steps,
+        tuning_search_space=tuning_search_space, tuning_ruleset=tuning_ruleset,
+        global_batch_size=global_batch_size, submission_api=submission_api,
+        out=out)
+  finally:
+    submission_module.remove_shims(exclude=before)
+
+
+def _check_submission(path: str | Path, *, workloads: Optional[Sequence[str]],
+                      steps: int, tuning_search_space: Optional[str | Path],
+                      tuning_ruleset: Optional[str],
+                      global_batch_size: Optional[int], submission_api: str,
+                      out: Optional[TextIO]) -> CheckReport:
+  """``check_submission``'s body."""
   import workloads as workload_registry  # pylint: disable=import-outside-toplevel
 
   names = list(workloads or DEFAULT_WORKLOADS)
@@ -1040,7 +1086,15 @@ def check_submission(
                         'first point).')
   if steps == 0:
     return skip_dry_run('--steps 0.')
-  submission = submission_module.load_submission(file)
+  try:
+    submission = submission_module.load_submission(file, submission_api)
+  except submission_module.SubmissionError as e:
+    add(FAIL, 'api', str(e))
+    return skip_dry_run('the submission cannot be loaded.')
+  if submission.api == 'pmap':
+    add(OK, 'api', 'jax.pmap (the v0.5 contract): state replicated with a '
+        'leading device axis, batches of shape (devices, per-device batch, '
+        '...)')
   emit(f'Dry run: {steps} step(s) on synthetic data, through the runner:')
   for name in names:
     result = dry_run(submission, name, steps=steps,

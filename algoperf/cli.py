@@ -285,6 +285,12 @@ def _build_parser() -> argparse.ArgumentParser:
                    'small for fashion_mnist and mnist1d, else v0.6)')
   run.add_argument('--global_batch_size', type=_positive_int, default=None,
                    help='batch size for workloads the submission does not know')
+  run.add_argument('--submission_api', default='auto',
+                   choices=('auto', 'jit', 'pmap'),
+                   help='the runner contract the submission was written for: '
+                   'jit (current) or pmap (v0.5: replicated state, batches '
+                   'split per device); default auto: pmap if its source calls '
+                   'jax.pmap')
   run.add_argument('--tuning_seed', type=int, default=0,
                    help='seed of the quasi-random search (same seed, same points)')
   add_bool(run, 'append_timestamp', False,
@@ -355,7 +361,12 @@ def _build_parser() -> argparse.ArgumentParser:
                      help='default: self for a folder ending in _self_tuning, '
                      'else external')
   check.add_argument('--global_batch_size', type=_positive_int, default=None,
-                     help='batch size for workloads the submission does not know')
+                     help='batch size of the dry run; overrides the '
+                     "submission's own (a CPU check of a large workload needs "
+                     'a small one)')
+  check.add_argument('--submission_api', default='auto',
+                     choices=('auto', 'jit', 'pmap'),
+                     help='as for run (default auto)')
 
   lst = sub.add_parser('list', help='list workloads and bundled submissions')
   lst.add_argument('--benchmark', default=None)
@@ -450,6 +461,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
       compilation_cache_dir=args.compilation_cache_dir,
       speed_factor=args.speed_factor,
       imagenet_v2_data_dir=args.imagenet_v2_data_dir,
+      submission_api=args.submission_api,
       save_checkpoints=args.save_checkpoints,
       num_checkpoints_to_keep=(args.num_checkpoints_to_keep
                                if args.save_intermediate_checkpoints else 1),
@@ -489,6 +501,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
       tuning_search_space=args.tuning_search_space,
       tuning_ruleset=args.tuning_ruleset,
       global_batch_size=args.global_batch_size,
+      submission_api=args.submission_api,
       out=sys.stdout,
   )
   return 0 if report.ok else 2

@@ -27,7 +27,8 @@ from typing import Any, Dict, List, Optional, Tuple
 from algoperf import benchmarks, recorder, tuning
 from algoperf.errors import ConfigError
 from algoperf.submission import (SubmissionError, check_divisible,
-                                 load_submission, resolve_global_batch_size)
+                                 load_submission, resolve_eval_batch_size,
+                                 resolve_global_batch_size)
 
 TRIAL_SUMMARY_FILE = 'trial_summary.json'
 _STUDY_PREFIX = 'study_'
@@ -67,6 +68,9 @@ class RunOptions:
   save_checkpoints: bool = True
   num_checkpoints_to_keep: int = 2  # checkpoints.DEFAULT_NUM_TO_KEEP (not imported: JAX)
   imagenet_v2_data_dir: Optional[str] = None
+  # Which runner contract the submission follows: 'auto' (read from its
+  # source), 'jit' or 'pmap' (v0.5's; algoperf/layout.py).
+  submission_api: str = 'auto'
 
 
 @dataclasses.dataclass
@@ -380,14 +384,33 @@ def run(options: RunOptions, flag_values: Dict[str, Any]) -> List[TrialOutcome]:
   cache_dir = startup.resolve_cache_dir(options.compilation_cache,
                                         options.compilation_cache_dir)
   _check_experiment_dir(options.experiment_dir, cache_dir)
-  submission = load_submission(options.submission_path)
+  submission = load_submission(options.submission_path, options.submission_api)
+  try:
+    return _run_submission(options, flag_values, version, workload, submission,
+                           cache_dir)
+  finally:
+    submission.close()
+
+
+def _run_submission(options: RunOptions, flag_values: Dict[str, Any],
+                    version: Any, workload: Any, submission: Any,
+                    cache_dir: Optional[str]) -> List[TrialOutcome]:
+  """``run`` once the submission is loaded: its trials, one after another."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  import workloads  # pylint: disable=import-outside-toplevel
+  from algoperf import distributed, layout  # pylint: disable=import-outside-toplevel
+
   base_name = workloads.get_base_workload_name(options.workload)
   batch_size = resolve_global_batch_size(
       submission, options.workload, base_name, options.global_batch_size)
   num_devices = jax.device_count()
   check_divisible(batch_size, num_devices, 'global batch size')
-  eval_batch_size = workload.eval_batch_size
+  eval_batch_size = resolve_eval_batch_size(submission, options.workload,
+                                            workload.eval_batch_size)
   check_divisible(eval_batch_size, num_devices, 'eval batch size')
+  if submission.api == 'pmap':
+    layout.check_pmap_supported()
   trials = _trials(options)
   # A missing or corrupt dataset is an error now, before any folder is made.
   check_data = getattr(workload, 'check_data', None)
@@ -509,6 +532,7 @@ def _run_trial(options: RunOptions, workload: Any, submission: Any,
         'global_batch_size_from_flag': options.global_batch_size is not None
                                        and batch_size == options.global_batch_size,
         'eval_batch_size': eval_batch_size,
+        'submission_api': submission.api,
         'tuning_ruleset': options.tuning_ruleset,
         'benchmark': version.name,
         'budget_sec': budget,

@@ -29,7 +29,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 
-from algoperf import checkpoints, distributed, fence, prefetch, spec, watchdog
+from algoperf import (checkpoints, distributed, fence, layout, prefetch, spec,
+                      watchdog)
 from algoperf.clock import SubmissionClock, Stopwatch, block_until_ready
 from algoperf.submission import Submission
 from algoperf.trial_state import EvalResult, TrainStateView, TrialState
@@ -218,6 +219,9 @@ class _Trial:
     # every call, so jit caches keyed on it hit).
     self.fenced = fence.fence(self.workload)
     self.submission = submission
+    # What crosses the hook boundary: global arrays (jit) or a leading
+    # device axis (pmap, the v0.5 contract).
+    self.layout = layout.for_api(submission.api)
     self.config = config
     self.logger = logger
     self.listener = listener
@@ -246,12 +250,16 @@ class _Trial:
     rng, _ = jax.random.split(rng)
     data_rng, opt_init_rng, model_init_rng, rng = jax.random.split(rng, 4)
     # The next batches are built in a background thread while the device trains.
-    self.prefetcher = prefetch.Prefetcher(workload._build_input_queue(  # pylint: disable=protected-access
-        data_rng, 'train', data_dir=config.data_dir,
-        global_batch_size=config.global_batch_size))
+    place = self.layout.batch
+    self.prefetcher = prefetch.Prefetcher(
+        workload._build_input_queue(  # pylint: disable=protected-access
+            data_rng, 'train', data_dir=config.data_dir,
+            global_batch_size=config.global_batch_size),
+        place=lambda batch: place(prefetch.place_on_device(batch)))
     # The submission's batches are counted: a checkpoint records the position.
     self.input_queue = checkpoints.CountingIterator(self.prefetcher)
-    params, model_state = workload.init_model_fn(model_init_rng)
+    params, model_state = self.layout.to_submission(
+        workload.init_model_fn(model_init_rng))
     # Off the clock, but not unbounded: a trial may not hang here either.
     self.hook = 'init_optimizer_state'
     dog.watch(watchdog.wall_deadline(config.budget_sec + self.grace, self.now),
@@ -262,7 +270,7 @@ class _Trial:
     dog.watch(None)
     self.hook = None
     params, model_state, optimizer_state = _replicate_unplaced(
-        (params, model_state, optimizer_state))
+        self.layout.settle((params, model_state, optimizer_state)))
     self.state = TrialState(
         params=params, optimizer_state=optimizer_state, model_state=model_state,
         rng_seed=config.rng_seed, rng_key=checkpoints.key_data(rng),
@@ -423,9 +431,11 @@ class _Trial:
     if state.is_time_remaining:
       _, eval_rng = self.step_keys.at_eval(state.global_step - 1)
       with self.eval_watch.measure():
+        params, model_state = self.layout.to_workload(
+            (state.params, state.model_state))
         result = dict(self.workload.eval_model(
             self.config.eval_batch_size or self.workload.eval_batch_size,
-            state.params, state.model_state, eval_rng, self.config.data_dir,
+            params, model_state, eval_rng, self.config.data_dir,
             self.config.imagenet_v2_data_dir, state.global_step))
       self.last_eval_end = state.last_eval_time = self.now()
       state.eval_time = self.eval_watch.accumulated

@@ -49,7 +49,7 @@ def test_unknown_workload_for_submission_suggests_global_batch_size():
   assert not report.ok
   (result,) = report.dry_run
   assert result.hook == 'get_batch_size'
-  assert result.message.startswith('FAIL: get_batch_size: ValueError')
+  assert result.message.startswith("FAIL: get_batch_size: it does not know 'mnist1d'")
   assert '--global_batch_size' in result.message
 
 
