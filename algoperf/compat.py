@@ -4,7 +4,9 @@ Two things changed under the v0.5-era submissions:
 
 - the reference's package was called ``algorithmic_efficiency`` (now
   ``algoperf``): ``from algorithmic_efficiency import spec``;
-- JAX 0.6 removed the ``jax.tree_map``-style aliases of ``jax.tree_util``.
+- JAX 0.6 removed the ``jax.tree_map``-style aliases of ``jax.tree_util``,
+  and later releases the ``a_min``/``a_max`` keywords of ``jnp.clip`` (now
+  ``min``/``max``).
 
 ``shims_for(files)`` finds which of these a submission's source needs, and
 ``Shims`` installs exactly those (and takes them away again), so nothing
@@ -37,6 +39,7 @@ REMOVED_TREE_ALIASES = {
     'tree_structure': 'tree_structure',
     'tree_transpose': 'tree_transpose',
 }
+CLIP_SHIM = 'jax.numpy.clip(a_min=, a_max=)'
 _OLD_IMPORT = re.compile(r'^\s*(from|import)\s+' + OLD_PACKAGE + r'\b', re.M)
 _TREE_CALL = re.compile(r'\bjax\.(' + '|'.join(REMOVED_TREE_ALIASES) + r')\b')
 
@@ -69,7 +72,38 @@ def shims_for(files: Iterable[Path]) -> List[str]:
     for name in _TREE_CALL.findall(text):
       if f'jax.{name}' not in needed:
         needed.append(f'jax.{name}')
+    if CLIP_SHIM not in needed and _calls_clip_with_old_keywords(text):
+      needed.append(CLIP_SHIM)
   return needed
+
+
+def _calls_clip_with_old_keywords(text: str) -> bool:
+  """Whether the source calls ``<x>.clip(..., a_min=..., a_max=...)``."""
+  if 'a_min' not in text and 'a_max' not in text:
+    return False
+  try:
+    tree = ast.parse(text)
+  except SyntaxError:
+    return False
+  return any(
+      isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+      and node.func.attr == 'clip'
+      and any(k.arg in ('a_min', 'a_max') for k in node.keywords)
+      for node in ast.walk(tree))
+
+
+def _clip_accepting_old_keywords(clip):
+  """``clip`` that also takes the removed ``a_min``/``a_max`` keywords."""
+
+  def shimmed(*args, a_min=None, a_max=None, **kwargs):
+    if a_min is not None:
+      kwargs.setdefault('min', a_min)
+    if a_max is not None:
+      kwargs.setdefault('max', a_max)
+    return clip(*args, **kwargs)
+
+  shimmed.__wrapped__ = clip
+  return shimmed
 
 
 def uses_pmap(source: str) -> bool:
@@ -109,6 +143,14 @@ class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     pass  # The module is the already-imported algoperf one.
 
 
+def _describe(name: str) -> str:
+  if name == OLD_PACKAGE:
+    return f'{OLD_PACKAGE} -> {NEW_PACKAGE}'
+  if name == CLIP_SHIM:
+    return 'jnp.clip(a_min=, a_max=) -> jnp.clip(min=, max=)'
+  return f'{name} -> jax.tree_util.{REMOVED_TREE_ALIASES[name[4:]]}'
+
+
 class Shims:
   """Installs the named shims; ``remove()`` (or leaving a ``with``) undoes them."""
 
@@ -116,7 +158,7 @@ class Shims:
     self.names = list(names)
     self._finder: Optional[_AliasFinder] = None
     self._added: List[str] = []
-    self._aliased_modules: List[str] = []
+    self._clip = None  # The original jnp.clip while the shim is in place.
 
   def install(self) -> 'Shims':
     """Installs the shims (idempotent for names already there)."""
@@ -126,6 +168,9 @@ class Shims:
       if name == OLD_PACKAGE and self._finder is None:
         self._finder = _AliasFinder()
         sys.meta_path.insert(0, self._finder)
+      elif name == CLIP_SHIM and self._clip is None:
+        self._clip = jax.numpy.clip
+        jax.numpy.clip = _clip_accepting_old_keywords(self._clip)
       elif name.startswith('jax.'):
         attr = name[len('jax.'):]
         if attr in REMOVED_TREE_ALIASES and not hasattr(jax, attr):
@@ -134,11 +179,9 @@ class Shims:
           self._added.append(attr)
     if self.names:
       logging.warning(
-          'This submission was written for an older reference: shimmed %s '
-          '(for this run only).', ', '.join(
-              f'{OLD_PACKAGE} -> {NEW_PACKAGE}' if n == OLD_PACKAGE else
-              f'{n} -> jax.tree_util.{REMOVED_TREE_ALIASES[n[4:]]}'
-              for n in self.names))
+          'This submission was written for an older reference or JAX: '
+          'shimmed %s (for this run only).', ', '.join(
+              _describe(n) for n in self.names))
     return self
 
   def remove(self) -> None:
@@ -155,6 +198,9 @@ class Shims:
       if hasattr(jax, attr):
         delattr(jax, attr)
     self._added = []
+    if self._clip is not None:
+      jax.numpy.clip = self._clip
+      self._clip = None
 
   def __enter__(self) -> 'Shims':
     return self.install()

@@ -297,6 +297,17 @@ def _submission_traceback(error: BaseException, folder: Path) -> str:
           + ''.join(traceback.format_list(frames)).rstrip('\n'))
 
 
+def _hint(error: BaseException) -> str:
+  """What a terse JAX error raised on a submission's behalf means, if known."""
+  frames = traceback.extract_tb(error.__traceback__)[-3:]
+  in_pmap = [f for f in frames
+             if f.filename.replace(os.sep, '/').endswith('jax/_src/pmap.py')]
+  if isinstance(error, IndexError) and any('in_axes' in f.name for f in in_pmap):
+    return (' (inside jax.pmap, while matching in_axes to the arguments: the '
+            'pmapped function takes more arguments than its in_axes has entries)')
+  return ''
+
+
 def _report_failure(failure: Any, trial_index: int, trial_dir: Optional[Path],
                     submission_folder: Path) -> str:
   error = failure.error
@@ -306,7 +317,8 @@ def _report_failure(failure: Any, trial_index: int, trial_dir: Optional[Path],
   where = trial_dir if trial_dir is not None else 'not written (not process 0)'
   what = str(error).strip().rstrip('.') or '(no message)'
   line = (f'trial_{trial_index} failed at step {failure.global_step}: '
-          f'{failure.hook} raised {type(error).__name__}: {what}. Logs: {where}')
+          f'{failure.hook} raised {type(error).__name__}: {what}'
+          f'{_hint(error)}. Logs: {where}')
   print(line, file=sys.stderr, flush=True)
   return line
 

@@ -246,3 +246,37 @@ def test_a_pmap_submission_on_eight_devices_matches_its_jit_twin(tmp_path):
   assert pmap_losses[-1][0] == jit_losses[-1][0] == 40
   # Sums over 8 devices in another order: equal to float precision.
   np.testing.assert_allclose(pmap_losses[-1][1], jit_losses[-1][1], rtol=1e-4)
+
+
+def test_clip_with_the_removed_keywords_is_shimmed_and_restored(tmp_path):
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  source = tmp_path / 'uses_clip.py'
+  source.write_text('import jax.numpy as jnp\n'
+                    'def f(x):\n    return jnp.clip(x, a_min=1e-3, a_max=2.0)\n')
+  assert compat.shims_for([source]) == [compat.CLIP_SHIM]
+  original = jnp.clip
+  with pytest.raises(TypeError):
+    jnp.clip(jnp.arange(3.0), a_min=1.0)
+  with compat.Shims(compat.shims_for([source])):
+    np.testing.assert_array_equal(
+        jnp.clip(jnp.arange(4.0), a_min=1.0, a_max=2.0), [1.0, 1.0, 2.0, 2.0])
+  assert jnp.clip is original
+
+
+def test_a_pmap_in_axes_bug_is_the_submissions_own_with_a_plain_hint(tmp_path, capsys):
+  folder = tmp_path / 'short_in_axes'
+  folder.mkdir()
+  source = (FIXTURES / 'pmap_sgd' / 'submission.py').read_text()
+  assert 'in_axes=(None, None, 0, 0, 0, 0, 0)' in source
+  (folder / 'submission.py').write_text(
+      source.replace('in_axes=(None, None, 0, 0, 0, 0, 0)', 'in_axes=(None, None, 0, 0, 0, 0)'))
+  (folder / 'tuning_search_space.json').write_text('{"learning_rate": {"feasible_points": [0.1]}}')
+  code = cli.main(['run', '--workload=mnist1d', f'--experiment_dir={tmp_path / "exp"}',
+                   f'--submission_path={folder}', '--rng_seed=0', '--noprogress',
+                   '--speed_factor=1', '--max_global_steps=2'])
+  err = capsys.readouterr().err
+  assert code == 1
+  (line,) = [l for l in err.splitlines() if 'failed at step 0' in l]
+  assert 'update_params raised IndexError' in line
+  assert 'in_axes' in line and 'more arguments than its in_axes has entries' in line
