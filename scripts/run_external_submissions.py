@@ -219,7 +219,7 @@ def run_one(submission: Path, repo_root: Path, scratch: Path, label: str,
   elif code == 0:
     cause = f'stopped at step {steps}: {stop} {summary.get("message", "")}'.strip()
   else:
-    cause = _cause(err, out)
+    cause = _cause(err, out).split(' Logs: ')[0]
   return {'submission': label, 'trained': trained, 'steps': steps,
           'exit_code': code, 'cause': cause[:300],
           'search_space': str(space.relative_to(repo_root)) if space else None,

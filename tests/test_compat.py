@@ -280,3 +280,25 @@ def test_a_pmap_in_axes_bug_is_the_submissions_own_with_a_plain_hint(tmp_path, c
   (line,) = [l for l in err.splitlines() if 'failed at step 0' in l]
   assert 'update_params raised IndexError' in line
   assert 'in_axes' in line and 'more arguments than its in_axes has entries' in line
+
+
+def test_check_attaches_a_metrics_logger_so_logging_code_runs_in_the_dry_run(tmp_path):
+  from algoperf import check  # pylint: disable=import-outside-toplevel
+
+  folder = tmp_path / 'logs_loss_of_0d'
+  folder.mkdir()
+  source = (FIXTURES / 'jit_sgd' / 'submission.py').read_text()
+  old = '  state, params, model_state, _ = _train_step('
+  assert old in source
+  # The reference's ported baselines kept pmap's `loss[0]` under this guard.
+  source = source.replace(old, '  state, params, model_state, loss = _train_step(').replace(
+      '  return (state, update_fn), params, model_state\n',
+      '  if workload.metrics_logger is not None:\n'
+      "    workload.metrics_logger.append_scalar_metrics({'loss': loss[0]}, global_step)\n"
+      '  return (state, update_fn), params, model_state\n', 1)
+  (folder / 'submission.py').write_text(source.replace('  del global_step\n', ''))
+  (folder / 'tuning_search_space.json').write_text('{"learning_rate": {"feasible_points": [0.1]}}')
+  report = check.check_submission(folder, steps=2)
+  (result,) = report.dry_run
+  assert not result.ok and result.hook == 'update_params'
+  assert 'IndexError' in result.message and 'submission.py' in result.message
