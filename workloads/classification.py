@@ -23,6 +23,7 @@ import optax
 from algoperf import benchmarks
 from algoperf import jax_sharding_utils
 from algoperf import spec
+from workloads import metrics
 
 # (inputs float32, integer labels) for one split.
 SplitArrays = Tuple[np.ndarray, np.ndarray]
@@ -437,18 +438,16 @@ class ClassificationWorkload(spec.Workload):
 
   def _eval_step(self, params: spec.ParameterContainer,
                  model_state: spec.ModelAuxiliaryState,
-                 batch: Dict[str, jax.Array]) -> Dict[str, jax.Array]:
-    """Summed metrics of one padded batch (weights mask the padding)."""
+                 batch: Dict[str, jax.Array]) -> Dict[str, Any]:
+    """The metric states of one padded batch (weights mask the padding)."""
     logits, _ = self.model_fn(
         params, batch, model_state, spec.ForwardPassMode.EVAL, rng=None,
         update_batch_norm=False)
     weights = batch['weights']
     losses = self.loss_fn(batch['targets'], logits, weights)
-    correct = (jnp.argmax(logits, axis=-1) == batch['targets'])
     return {
-        'correct': jnp.sum(jnp.where(weights > 0, correct * weights, 0.0)),
-        'loss': losses['summed'],
-        'weight': jnp.sum(weights),
+        'accuracy': metrics.Accuracy.from_logits(logits, batch['targets'], weights),
+        'loss': metrics.Average.from_sum(losses['summed'], jnp.sum(weights)),
     }
 
   def _get_jitted_eval_step(self):
@@ -486,19 +485,12 @@ class ClassificationWorkload(spec.Workload):
           f'{split} has {len(inputs)} examples; asked for {num_examples}.')
     inputs, labels = inputs[:num_examples], labels[:num_examples]
     step = self._get_jitted_eval_step()
-    totals = None
     positions = _local_positions(batch_size)
     batches = _padded_batches(inputs, labels, batch_size, False, positions)
-    for batch in _placed(batches, batch_size):
-      sums = step(params, model_state, batch)
-      # Summing on the device keeps dispatch asynchronous until the end.
-      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    totals = jax.device_get(totals)
-    count = float(totals['weight'])
-    return {
-        'accuracy': float(totals['correct']) / count,
-        'loss': float(totals['loss']) / count,
-    }
+    # Merging on the device keeps dispatch asynchronous until compute().
+    states = metrics.merge_all(
+        step(params, model_state, batch) for batch in _placed(batches, batch_size))
+    return metrics.compute_all(states)
 
 
 def _to_dict(tree: Any) -> Any:
