@@ -20,10 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from algoperf import benchmarks
 from algoperf import jax_sharding_utils
 from algoperf import spec
 from workloads import metrics
+from workloads.facts import VersionFacts
 
 # (inputs float32, integer labels) for one split.
 SplitArrays = Tuple[np.ndarray, np.ndarray]
@@ -112,7 +112,7 @@ def _seed_from_rng(rng: Any) -> np.random.SeedSequence:
   return np.random.SeedSequence([int(w) for w in words])
 
 
-class ClassificationWorkload(spec.Workload):
+class ClassificationWorkload(VersionFacts, spec.Workload):
   """Softmax classification on a dataset held in host memory.
 
   Subclasses set the class attributes below and implement ``_make_model`` and
@@ -146,10 +146,7 @@ class ClassificationWorkload(spec.Workload):
                data_dir: Optional[str] = None,
                synthetic: bool = False) -> None:
     super().__init__()
-    if not self.workload_name:
-      raise TypeError(f'{type(self).__name__} must set workload_name.')
-    self._benchmark = benchmarks.load(benchmark)
-    self._facts = self._benchmark.workload(self.workload_name)
+    self._load_facts(benchmark)
     self._data_dir = data_dir
     self._synthetic = bool(synthetic)
     self._model = self._make_model()
@@ -170,36 +167,8 @@ class ClassificationWorkload(spec.Workload):
   # --- facts ----------------------------------------------------------------
 
   @property
-  def name(self) -> str:
-    return self.workload_name
-
-  @property
   def synthetic(self) -> bool:
     return self._synthetic
-
-  @property
-  def target_metric_name(self) -> str:
-    return self._facts.target_metric_name
-
-  @property
-  def validation_target_value(self) -> float:
-    return self._facts.validation_target_value
-
-  @property
-  def test_target_value(self) -> float:
-    return self._facts.test_target_value
-
-  @property
-  def max_allowed_runtime_sec(self) -> float:
-    return self._facts.max_allowed_runtime_sec
-
-  @property
-  def eval_period_time_sec(self) -> float:
-    return self._facts.eval_period_time_sec
-
-  @property
-  def step_hint(self) -> int:
-    return self._facts.step_hint
 
   @property
   def loss_type(self) -> spec.LossType:
@@ -236,20 +205,6 @@ class ClassificationWorkload(spec.Workload):
   @property
   def train_stddev(self) -> float:
     return self.input_stddev
-
-  def _metric(self, metrics: Dict[str, float], prefix: str) -> float:
-    key = f'{prefix}/{self.target_metric_name}'
-    if key not in metrics:
-      raise KeyError(f'{key!r} missing from eval metrics {sorted(metrics)}.')
-    return float(metrics[key])
-
-  def has_reached_validation_target(self, eval_result: Dict[str, float]) -> bool:
-    return self._facts.reached(
-        self._metric(eval_result, 'validation'), self.validation_target_value)
-
-  def has_reached_test_target(self, eval_result: Dict[str, float]) -> bool:
-    return self._facts.reached(
-        self._metric(eval_result, 'test'), self.test_target_value)
 
   # --- model ----------------------------------------------------------------
 
