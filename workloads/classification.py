@@ -23,6 +23,7 @@ import optax
 from algoperf import jax_sharding_utils
 from algoperf import spec
 from workloads import metrics
+from workloads.batching import local_positions, placed
 from workloads.facts import VersionFacts
 
 # (inputs float32, integer labels) for one split.
@@ -380,14 +381,14 @@ class ClassificationWorkload(VersionFacts, spec.Workload):
           f'of the number of devices ({num_devices}).')
     inputs, labels = self._split_arrays(split)
     # Each process reads only the rows its own devices hold.
-    positions = _local_positions(global_batch_size)
+    positions = local_positions(global_batch_size)
     if split == 'train':
       batches = _shuffled_batches(inputs, labels, global_batch_size,
                                   _seed_from_rng(data_rng), positions)
     else:
       batches = _padded_batches(inputs, labels, global_batch_size,
                                 bool(repeat_final_dataset), positions)
-    return _placed(batches, global_batch_size, num_batches)
+    return placed(batches, global_batch_size, num_batches)
 
   # --- evaluation ---------------------------------------------------------------
 
@@ -440,11 +441,11 @@ class ClassificationWorkload(VersionFacts, spec.Workload):
           f'{split} has {len(inputs)} examples; asked for {num_examples}.')
     inputs, labels = inputs[:num_examples], labels[:num_examples]
     step = self._get_jitted_eval_step()
-    positions = _local_positions(batch_size)
+    positions = local_positions(batch_size)
     batches = _padded_batches(inputs, labels, batch_size, False, positions)
     # Merging on the device keeps dispatch asynchronous until compute().
     states = metrics.merge_all(
-        step(params, model_state, batch) for batch in _placed(batches, batch_size))
+        step(params, model_state, batch) for batch in placed(batches, batch_size))
     return metrics.compute_all(states)
 
 
@@ -453,22 +454,6 @@ def _to_dict(tree: Any) -> Any:
   if hasattr(tree, 'items'):
     return {k: _to_dict(v) for k, v in tree.items()}
   return tree
-
-
-def _local_positions(global_batch_size: int) -> np.ndarray:
-  """Rows of a global batch held by this process's devices, ascending.
-
-  Every process reads only these rows of each batch (``inputs[idx]`` for its
-  part of ``idx``); ``jax.make_array_from_process_local_data`` then maps them
-  to the devices in the same ascending order. One process: all rows.
-  """
-  if jax.process_count() == 1:
-    return np.arange(global_batch_size)
-  sharding = jax_sharding_utils.get_batch_dim_sharding()
-  index_map = sharding.addressable_devices_indices_map((global_batch_size,))
-  ranges = sorted({index[0].indices(global_batch_size)[:2]
-                   for index in index_map.values()})
-  return np.concatenate([np.arange(lo, hi) for lo, hi in ranges])
 
 
 def _shuffled_batches(inputs: np.ndarray, labels: np.ndarray, batch_size: int,
@@ -518,18 +503,3 @@ def _padded_batches(inputs: np.ndarray, labels: np.ndarray, batch_size: int,
       yield {'inputs': x, 'targets': y, 'weights': weights}
     if not repeat:
       return
-
-
-def _placed(batches: Iterator[Dict[str, Any]], global_batch_size: int,
-            num_batches: Optional[int] = None) -> Iterator[Dict[str, Any]]:
-  """Global arrays, split along the batch axis, from each process's rows."""
-  sharding = jax_sharding_utils.get_batch_dim_sharding()
-
-  def place(local: np.ndarray) -> jax.Array:
-    return jax.make_array_from_process_local_data(
-        sharding, local, (global_batch_size, *local.shape[1:]))
-
-  for i, batch in enumerate(batches):
-    if num_batches is not None and i >= num_batches:
-      return
-    yield jax.tree.map(place, batch)
