@@ -12,6 +12,15 @@ from typing import Dict, List, Type
 WORKLOADS: Dict[str, str] = {
     'fashion_mnist': 'workloads.fashion_mnist.workload:FashionMnistWorkload',
     'mnist1d': 'workloads.mnist1d.workload:Mnist1dWorkload',
+    'imagenet_resnet': 'workloads.imagenet_resnet.workload:ImagenetResNetWorkload',
+    'imagenet_resnet_silu': 'workloads.imagenet_resnet.workload:ImagenetResNetSiLUWorkload',
+    'imagenet_resnet_gelu': 'workloads.imagenet_resnet.workload:ImagenetResNetGELUWorkload',
+    'imagenet_resnet_large_bn_init':
+        'workloads.imagenet_resnet.workload:ImagenetResNetLargeBNScaleWorkload',
+    'imagenet_vit': 'workloads.imagenet_vit.workload:ImagenetVitWorkload',
+    'imagenet_vit_glu': 'workloads.imagenet_vit.workload:ImagenetVitGluWorkload',
+    'imagenet_vit_post_ln': 'workloads.imagenet_vit.workload:ImagenetVitPostLNWorkload',
+    'imagenet_vit_map': 'workloads.imagenet_vit.workload:ImagenetVitMapWorkload',
 }
 
 
