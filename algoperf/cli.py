@@ -524,13 +524,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
   version = _load_version(args.benchmark)
   print(f'Workloads (benchmark {version.name}):')
-  for name in workloads.list_workloads():
+  names = workloads.list_workloads()
+  width = max(16, *(len(n) for n in names))
+  for name in names:
     facts = version.workloads.get(name)
     if facts is None:
       print(f'  {name}')
       continue
     direction = '>=' if facts.higher_is_better else '<='
-    print(f'  {name:<16} validation/{facts.target_metric_name} {direction} '
+    print(f'  {name:<{width}} validation/{facts.target_metric_name} {direction} '
           f'{facts.validation_target_value:g}, budget '
           f'{facts.max_allowed_runtime_sec:g} s ({facts.reference_machine})')
   print('Submissions:')

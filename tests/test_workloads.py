@@ -44,8 +44,11 @@ def small():
 
 
 def test_registry_names_and_errors():
-  assert workloads.list_workloads() == ['fashion_mnist', 'mnist1d']
-  with pytest.raises(ValueError, match='fashion_mnist, mnist1d'):
+  assert workloads.list_workloads() == [
+      'fashion_mnist', 'imagenet_resnet', 'imagenet_resnet_gelu',
+      'imagenet_resnet_large_bn_init', 'imagenet_resnet_silu', 'imagenet_vit',
+      'imagenet_vit_glu', 'imagenet_vit_map', 'imagenet_vit_post_ln', 'mnist1d']
+  with pytest.raises(ValueError, match='fashion_mnist, imagenet_resnet, '):
     workloads.get_workload('no_such_workload')
   assert workloads.get_base_workload_name('mnist1d') == 'mnist1d'
   assert workloads.get_base_workload_name('fashion_mnist') == 'fashion_mnist'
