@@ -13,6 +13,7 @@ import pytest
 
 from algoperf import sweep, tuning
 from algoperf.errors import ConfigError
+import workloads
 from algoperf.submission import SubmissionError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -128,7 +129,7 @@ def test_counts_default_to_the_benchmark_and_self_tuning_runs_one_trial(tmp_path
     ({'num_tuning_trials': -1}, '--num_tuning_trials must be at least 1, got -1.'),
     ({'workloads': ['mnist_1d']},
      '--workloads: unknown workload(s) mnist_1d (did you mean mnist1d?). No run '
-     'was started. Workloads `algoperf run` can train: fashion_mnist, mnist1d'),
+     'was started. Workloads `algoperf run` can train: fashion_mnist, imagenet_resnet, '),
 ])
 def test_bad_settings_are_user_errors(tmp_path, bad, message):
   with pytest.raises(ConfigError, match=re.escape(message)):
@@ -144,7 +145,7 @@ def test_unknown_workloads_are_refused_before_any_run_starts(tmp_path, monkeypat
       '--workloads: unknown workload(s) fashion_mnistt (did you mean '
       'fashion_mnist?), nope; wmt (benchmark workload(s) with no implementation '
       'in this installation). No run was started. Workloads `algoperf run` can '
-      'train: fashion_mnist, mnist1d (see `algoperf list`).')
+      f'train: {", ".join(workloads.list_workloads())} (see `algoperf list`).')
   assert backend.started == []
   assert list(tmp_path.iterdir()) == []  # no status file, no log folder
 
