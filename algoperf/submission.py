@@ -44,7 +44,9 @@ class Submission:
 
   def close(self) -> None:
     """Removes the shims loading it installed (see algoperf/compat.py)."""
-    remove_shims(exclude=frozenset(_SHIMS) - {self.path})
+    shims = _SHIMS.pop(self.path, None)
+    if shims is not None:
+      shims.remove()
 
   @property
   def name(self) -> str:

@@ -7,12 +7,23 @@ arrays split along the batch axis. Shared by every workload's data source.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import jax
 import numpy as np
 
 from algoperf import jax_sharding_utils
+
+
+def seed_words(rng: Any) -> Tuple[int, ...]:
+  """A JAX key (raw uint32 or typed) or an int, as integers to seed numpy with."""
+  if isinstance(rng, (int, np.integer)):
+    return (int(rng),)
+  if isinstance(rng, jax.Array) and jax.dtypes.issubdtype(
+      rng.dtype, jax.dtypes.prng_key):
+    rng = jax.random.key_data(rng)
+  words = np.asarray(jax.device_get(rng)).astype(np.uint32).ravel()
+  return tuple(int(w) for w in words)
 
 
 def local_positions(global_batch_size: int) -> np.ndarray:

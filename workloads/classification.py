@@ -22,8 +22,8 @@ import optax
 
 from algoperf import jax_sharding_utils
 from algoperf import spec
-from workloads import metrics
-from workloads.batching import local_positions, placed
+from workloads import evaluation
+from workloads.batching import local_positions, placed, seed_words
 from workloads.facts import VersionFacts
 
 # (inputs float32, integer labels) for one split.
@@ -100,17 +100,6 @@ def param_types_from_params(params: Any) -> Any:
   """A tree of ``ParameterType`` with the structure of ``params``."""
   return jax.tree_util.tree_map_with_path(
       lambda path, leaf: param_type_for(_path_names(path), leaf), params)
-
-
-def _seed_from_rng(rng: Any) -> np.random.SeedSequence:
-  """A numpy seed from a JAX key (raw uint32 or typed) or an integer."""
-  if isinstance(rng, (int, np.integer)):
-    return np.random.SeedSequence(int(rng))
-  if isinstance(rng, jax.Array) and jax.dtypes.issubdtype(
-      rng.dtype, jax.dtypes.prng_key):
-    rng = jax.random.key_data(rng)
-  words = np.asarray(jax.device_get(rng)).astype(np.uint32).ravel()
-  return np.random.SeedSequence([int(w) for w in words])
 
 
 class ClassificationWorkload(VersionFacts, spec.Workload):
@@ -384,7 +373,7 @@ class ClassificationWorkload(VersionFacts, spec.Workload):
     positions = local_positions(global_batch_size)
     if split == 'train':
       batches = _shuffled_batches(inputs, labels, global_batch_size,
-                                  _seed_from_rng(data_rng), positions)
+                                  np.random.SeedSequence(seed_words(data_rng)), positions)
     else:
       batches = _padded_batches(inputs, labels, global_batch_size,
                                 bool(repeat_final_dataset), positions)
@@ -392,26 +381,9 @@ class ClassificationWorkload(VersionFacts, spec.Workload):
 
   # --- evaluation ---------------------------------------------------------------
 
-  def _eval_step(self, params: spec.ParameterContainer,
-                 model_state: spec.ModelAuxiliaryState,
-                 batch: Dict[str, jax.Array]) -> Dict[str, Any]:
-    """The metric states of one padded batch (weights mask the padding)."""
-    logits, _ = self.model_fn(
-        params, batch, model_state, spec.ForwardPassMode.EVAL, rng=None,
-        update_batch_norm=False)
-    weights = batch['weights']
-    losses = self.loss_fn(batch['targets'], logits, weights)
-    return {
-        'accuracy': metrics.Accuracy.from_logits(logits, batch['targets'], weights),
-        'loss': metrics.Average.from_sum(losses['summed'], jnp.sum(weights)),
-    }
-
   def _get_jitted_eval_step(self):
-    # One jitted function per instance; every split uses the same padded
-    # batch shape, so it compiles once.
     if self._jitted_eval_step is None:
-      replicated = jax_sharding_utils.get_replicate_sharding()
-      self._jitted_eval_step = jax.jit(self._eval_step, out_shardings=replicated)
+      self._jitted_eval_step = evaluation.jit_eval_step(self)
     return self._jitted_eval_step
 
   def _eval_model_on_split(
@@ -440,13 +412,10 @@ class ClassificationWorkload(VersionFacts, spec.Workload):
       raise ValueError(
           f'{split} has {len(inputs)} examples; asked for {num_examples}.')
     inputs, labels = inputs[:num_examples], labels[:num_examples]
-    step = self._get_jitted_eval_step()
     positions = local_positions(batch_size)
     batches = _padded_batches(inputs, labels, batch_size, False, positions)
-    # Merging on the device keeps dispatch asynchronous until compute().
-    states = metrics.merge_all(
-        step(params, model_state, batch) for batch in placed(batches, batch_size))
-    return metrics.compute_all(states)
+    return evaluation.evaluate(self._get_jitted_eval_step(), params, model_state,
+                               placed(batches, batch_size))
 
 
 def _to_dict(tree: Any) -> Any:

@@ -30,23 +30,13 @@ import optax
 from algoperf import jax_sharding_utils
 from algoperf import spec
 from algoperf.errors import ConfigError
-from workloads import metrics
-from workloads.batching import local_positions, placed
+from workloads import evaluation
+from workloads.batching import local_positions, placed, seed_words
 from workloads.classification import param_types_from_params
 from workloads.facts import VersionFacts
 
 NUM_CLASSES = 1000
 EVAL_SPLITS = ('eval_train', 'validation', 'test')
-
-
-def _seed_words(rng: Any) -> Tuple[int, ...]:
-  """A JAX key (raw or typed) or an int, as integers for numpy's seeding."""
-  if isinstance(rng, (int, np.integer)):
-    return (int(rng),)
-  if isinstance(rng, jax.Array) and jax.dtypes.issubdtype(
-      rng.dtype, jax.dtypes.prng_key):
-    rng = jax.random.key_data(rng)
-  return tuple(int(w) for w in np.asarray(jax.device_get(rng)).ravel())
 
 
 def synthetic_rows(seed: Tuple[int, ...], index: int, rows: np.ndarray,
@@ -159,8 +149,8 @@ class ImageNetWorkload(VersionFacts, spec.Workload):
     """Initial ``(params, model_state)``, replicated; also sets shapes and types."""
     dummy = jnp.zeros((1, self.image_size, self.image_size, 3), jnp.float32)
     variables = jax.jit(self._model.init)({'params': rng}, dummy)
-    variables = jax.tree.map(lambda x: x, dict(variables))
-    params, model_state = self._split_variables(variables)
+    # A copy: _split_variables may pop from it.
+    params, model_state = self._split_variables(dict(variables))
     self._param_shapes = jax.tree.map(lambda x: spec.ShapeTuple(x.shape), params)
     self._param_types = param_types_from_params(params)
     return (jax_sharding_utils.replicate(params),
@@ -230,23 +220,10 @@ class ImageNetWorkload(VersionFacts, spec.Workload):
       raise ValueError(
           f'global_batch_size {global_batch_size} must be a positive multiple '
           f'of the device count ({jax.device_count()}).')
-    return placed(self._batches(_seed_words(data_rng), global_batch_size),
+    return placed(self._batches(seed_words(data_rng), global_batch_size),
                   global_batch_size, num_batches)
 
   # --- evaluation ----------------------------------------------------------------
-
-  def _eval_step(self, params: spec.ParameterContainer,
-                 model_state: spec.ModelAuxiliaryState,
-                 batch: Dict[str, jax.Array]) -> Dict[str, Any]:
-    logits, _ = self.model_fn(
-        params, batch, model_state, spec.ForwardPassMode.EVAL, rng=None,
-        update_batch_norm=False)
-    weights = batch['weights']
-    losses = self.loss_fn(batch['targets'], logits, weights)
-    return {
-        'accuracy': metrics.Accuracy.from_logits(logits, batch['targets'], weights),
-        'loss': metrics.Average.from_sum(losses['summed'], jnp.sum(weights)),
-    }
 
   def _eval_batches(self, split: str, num_examples: int,
                     batch_size: int) -> Iterator[Dict[str, np.ndarray]]:
@@ -282,11 +259,7 @@ class ImageNetWorkload(VersionFacts, spec.Workload):
     batch_size = min(batch_size, num_examples)
     batch_size = -(-batch_size // num_devices) * num_devices
     if self._jitted_eval_step is None:
-      self._jitted_eval_step = jax.jit(
-          self._eval_step,
-          out_shardings=jax_sharding_utils.get_replicate_sharding())
+      self._jitted_eval_step = evaluation.jit_eval_step(self)
     batches = self._eval_batches(split, num_examples, batch_size)
-    states = metrics.merge_all(
-        self._jitted_eval_step(params, model_state, batch)
-        for batch in placed(batches, batch_size))
-    return metrics.compute_all(states)
+    return evaluation.evaluate(self._jitted_eval_step, params, model_state,
+                               placed(batches, batch_size))
