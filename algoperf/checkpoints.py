@@ -31,10 +31,12 @@ Multi-host runs: every process builds its ``TrialCheckpointer`` on the same
 folder and takes part in every save and restore (orbax writes each process's
 shards and commits on process 0); the folder must be on a shared file system.
 
-Input pipeline: the runner wraps the train queue in a ``CountingIterator``;
-on resume it rebuilds the queue from the same data key and discards the
-batches the submission had consumed (a deterministic replay, off the clock;
-it costs producing those batches once more).
+Input pipeline: the runner wraps the train queue in a ``CountingIterator``
+and saves its count as the input position. On resume it rebuilds the queue
+from the same data key, starting at that position (``start_position`` of
+the workload's ``_build_input_queue``): nothing is replayed. A workload
+without that argument is put back in place by discarding the consumed
+batches (a deterministic replay, off the clock).
 """
 
 from __future__ import annotations
@@ -94,9 +96,10 @@ class CheckpointInfo:
 class CountingIterator(Iterator[Any]):
   """Passes an iterator's items through and counts how many were taken."""
 
-  def __init__(self, iterator: Iterator[Any]):
+  def __init__(self, iterator: Iterator[Any], start: int = 0):
+    """``start``: the position of ``iterator``'s first item (a resumed queue)."""
     self._iterator = iterator
-    self.consumed = 0
+    self.consumed = int(start)
 
   def __iter__(self) -> 'CountingIterator':
     return self
@@ -107,7 +110,10 @@ class CountingIterator(Iterator[Any]):
     return item
 
   def skip(self, count: int) -> None:
-    """Discards ``count`` items (a replay up to a restored input position)."""
+    """Discards ``count`` items (a replay up to a restored input position).
+
+    Only for a workload whose queue cannot start at a position itself.
+    """
     for _ in range(count):
       try:
         next(self)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import math
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -170,6 +171,16 @@ class _StepKeys:
     return _eval_keys(self._rng, global_step)
 
 
+def _accepts_keyword(fn: Callable, name: str) -> bool:
+  """Whether ``fn`` can be called with the keyword argument ``name``."""
+  try:
+    parameters = inspect.signature(fn).parameters.values()
+  except (TypeError, ValueError):
+    return False
+  return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD
+             for p in parameters)
+
+
 def _replicate_unplaced(tree: Any) -> Any:
   """Replicates the arrays of ``tree`` that were never explicitly placed.
 
@@ -249,15 +260,6 @@ class _Trial:
     # A key from a single 32-bit seed has a zero half; splitting once mixes it.
     rng, _ = jax.random.split(rng)
     data_rng, opt_init_rng, model_init_rng, rng = jax.random.split(rng, 4)
-    # The next batches are built in a background thread while the device trains.
-    place = self.layout.batch
-    self.prefetcher = prefetch.Prefetcher(
-        workload._build_input_queue(  # pylint: disable=protected-access
-            data_rng, 'train', data_dir=config.data_dir,
-            global_batch_size=config.global_batch_size),
-        place=lambda batch: place(prefetch.place_on_device(batch)))
-    # The submission's batches are counted: a checkpoint records the position.
-    self.input_queue = checkpoints.CountingIterator(self.prefetcher)
     params, model_state = self.layout.to_submission(
         workload.init_model_fn(model_init_rng))
     # Off the clock, but not unbounded: a trial may not hang here either.
@@ -277,6 +279,7 @@ class _Trial:
         preemption_count=config.preemption_count)
     self.step_keys = _StepKeys(rng)
     self._restore()
+    self._open_input_queue(data_rng, self.state.input_position)
     if self.logger is not None:
       workload.attach_metrics_logger(self.logger)
     self.view = TrainStateView(self.state, self.clock.read)
@@ -284,12 +287,33 @@ class _Trial:
     self.train_state_kwarg = ({'train_state': self.view}
                               if self.submission.needs_train_state else {})
 
+  def _open_input_queue(self, data_rng: jax.Array, start: int) -> None:
+    """The train queue from batch ``start`` (a restored position) on.
+
+    Built from the same data key as the first attempt, so it continues that
+    attempt's sequence. A workload whose ``_build_input_queue`` takes
+    ``start_position`` starts there directly; for any other the consumed
+    batches are discarded (a replay, before the clock starts).
+    """
+    build = self.workload._build_input_queue  # pylint: disable=protected-access
+    seekable = _accepts_keyword(build, 'start_position')
+    queue = build(data_rng, 'train', data_dir=self.config.data_dir,
+                  global_batch_size=self.config.global_batch_size,
+                  **({'start_position': start} if seekable else {}))
+    # The next batches are built in a background thread while the device trains.
+    place = self.layout.batch
+    self.prefetcher = prefetch.Prefetcher(
+        queue, place=lambda batch: place(prefetch.place_on_device(batch)))
+    # The submission's batches are counted: a checkpoint records the position.
+    self.input_queue = checkpoints.CountingIterator(
+        self.prefetcher, start=start if seekable else 0)
+    if not seekable:
+      self.input_queue.skip(start)
+
   def _restore(self) -> None:
     """Continues from ``config.resume_from_step``'s checkpoint, if any.
 
-    The train queue was rebuilt from the same data key, so discarding the
-    batches consumed before the checkpoint puts it where it was (a
-    deterministic replay, before the clock starts).
+    The train queue is opened afterwards at the restored input position.
     """
     if self.checkpointer is None or self.config.resume_from_step is None:
       return
@@ -304,7 +328,6 @@ class _Trial:
           'was written by a version of the runner that derives its random keys '
           'differently; pass --overwrite to start the trial afresh.')
     restored.preemption_count = self.config.preemption_count
-    self.input_queue.skip(restored.input_position)
     self.state = restored
 
   def _start(self) -> None:

@@ -294,8 +294,16 @@ class Workload(metaclass=abc.ABCMeta):
       cache: Optional[bool] = None,
       repeat_final_dataset: Optional[bool] = None,
       num_batches: Optional[int] = None,
+      start_position: int = 0,
   ) -> Iterator[Dict[str, Any]]:
-    """An iterator of global batches for ``split``."""
+    """An iterator of global batches for ``split``.
+
+    ``start_position`` (train only) is the index of the first batch: a
+    resumed trial passes its checkpoint's input position and gets exactly
+    the batches a trial from step 0 would have seen from there on, without
+    the batches before it being built. A workload whose signature lacks it
+    is resumed by discarding that many batches (a replay).
+    """
 
   @abc.abstractmethod
   def _eval_model_on_split(
@@ -321,8 +329,12 @@ class Workload(metaclass=abc.ABCMeta):
       imagenet_v2_data_dir: Optional[str],
       global_step: int,
   ) -> Dict[str, float]:
-    """Evaluate on eval-train, validation and (if present) test splits."""
-    del imagenet_v2_data_dir
+    """Evaluate on eval-train, validation and (if present) test splits.
+
+    As the reference, the test split reads from ``imagenet_v2_data_dir`` when
+    it is given (ImageNet's test set is ImageNet-v2, prepared apart), else
+    from ``data_dir``.
+    """
     results: Dict[str, float] = {}
     splits = [('train', 'eval_train', self.num_eval_train_examples),
               ('validation', 'validation', self.num_validation_examples)]
@@ -336,7 +348,7 @@ class Workload(metaclass=abc.ABCMeta):
           params=params,
           model_state=model_state,
           rng=rng,
-          data_dir=data_dir,
+          data_dir=(imagenet_v2_data_dir or data_dir) if split == 'test' else data_dir,
           global_step=global_step,
       )
       results.update({f'{prefix}/{k}': v for k, v in metrics.items()})

@@ -228,6 +228,8 @@ def test_runner_resume_matches_an_uninterrupted_trial(tmp_path):
                          checkpointer=ckpt, listener=compiles)
     got = ckpt.read_arrays(9)['params']
   assert workload.eval_calls == [7, 8, 9]  # evals carry on, none repeated
+  # The queue started at the checkpoint's position: no batch was replayed.
+  assert workload.queue_starts == [6]
   # Restored arrays have the placement the jitted step was compiled for.
   assert compiles.during_training == 0
   assert resumed.global_step == reference.global_step == 9
@@ -242,6 +244,50 @@ def test_runner_resume_matches_an_uninterrupted_trial(tmp_path):
                        TrialConfig(**{**config.__dict__, 'resume_from_step': 9}),
                        checkpointer=ckpt)
   assert again.global_step == 9 and again.stop_reason == 'max_global_steps'
+
+
+class _ReplayOnlyWorkload(ToyWorkload):
+  """A workload whose queue cannot start at a position (a third-party one)."""
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    self.batches_built = 0
+
+  def _build_input_queue(self, data_rng, split, data_dir, global_batch_size,
+                         cache=None, repeat_final_dataset=None, num_batches=None):
+    for batch in super()._build_input_queue(data_rng, split, data_dir,
+                                            global_batch_size):
+      self.batches_built += 1
+      yield batch
+
+
+def test_a_queue_without_start_position_is_replayed_to_the_same_result(tmp_path):
+  config = TrialConfig(global_batch_size=8, hyperparameters=None, rng_seed=3,
+                       budget_sec=1e9, max_global_steps=9)
+  with checkpoints.TrialCheckpointer(tmp_path / 'a') as ckpt:
+    train_once(ToyWorkload(validation_target=2.0, test_target=2.0),
+               make_submission(), config, checkpointer=ckpt)
+  finals = checkpoints.TrialCheckpointer(tmp_path / 'a').read_arrays(9)['params']
+
+  def crash_at_seven(**kw):
+    if kw['global_step'] == 7:
+      raise _Crash()
+
+  with checkpoints.TrialCheckpointer(tmp_path / 'b') as ckpt:
+    with pytest.raises(SubmissionFailure):
+      train_once(_ReplayOnlyWorkload(validation_target=2.0, test_target=2.0),
+                 make_submission(update_hook=crash_at_seven), config,
+                 checkpointer=ckpt)
+  workload = _ReplayOnlyWorkload(validation_target=2.0, test_target=2.0)
+  with checkpoints.TrialCheckpointer(tmp_path / 'b') as ckpt:
+    train_once(workload, make_submission(),
+               TrialConfig(**{**config.__dict__, 'resume_from_step': 7,
+                              'preemption_count': 1}), checkpointer=ckpt)
+    got = ckpt.read_arrays(9)['params']
+  # 7 batches discarded, 2 trained on (the prefetcher may have built more).
+  assert workload.batches_built >= 9
+  for path, value in finals.items():
+    np.testing.assert_array_equal(got[path], value)
 
 
 # --- acceptance: SIGKILL and resume through the CLI ---------------------------------

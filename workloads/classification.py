@@ -1,8 +1,9 @@
 """A reusable base class for small in-memory classification workloads.
 
-The whole dataset lives in host memory as numpy arrays, so the input pipeline is
-a few lines of numpy and evaluation is exact: fixed-shape padded batches with
-weight 0 on the padding, one jitted eval step per workload instance.
+The whole dataset lives in host memory as numpy arrays; its batches come from
+``workloads/in_memory.py`` and evaluation from ``workloads/evaluation.py``
+(fixed-shape padded batches with weight 0 on the padding, one jitted eval step
+per workload instance). This module holds the facts, model, loss and dropout.
 
 Subclasses provide the model (a flax linen module taking ``(x, train,
 dropout_rate)``), the example counts, the input normalisation constants and a
@@ -23,6 +24,7 @@ import optax
 from algoperf import jax_sharding_utils
 from algoperf import spec
 from workloads import evaluation
+from workloads.in_memory import padded_batches, shuffled_batches
 from workloads.batching import local_positions, placed, seed_words
 from workloads.facts import VersionFacts
 
@@ -348,11 +350,14 @@ class ClassificationWorkload(VersionFacts, spec.Workload):
       cache: Optional[bool] = None,
       repeat_final_dataset: Optional[bool] = None,
       num_batches: Optional[int] = None,
+      start_position: int = 0,
   ) -> Iterator[Dict[str, Any]]:
     """Global batches ``{'inputs', 'targets', 'weights'}`` sharded over devices.
 
     ``train``: infinite, shuffled with a seed from ``data_rng`` and reshuffled
-    every epoch, incomplete final batches dropped. Other splits: in order, the
+    every epoch, incomplete final batches dropped; ``start_position`` is the
+    index of the first batch (a resume starts where the checkpoint was,
+    without rebuilding the batches before it). Other splits: in order, the
     final batch padded with weight-0 examples, once (or forever with
     ``repeat_final_dataset``). ``data_dir``, if given, overrides the one the
     workload was built with (before the data is first loaded). On a
@@ -372,11 +377,12 @@ class ClassificationWorkload(VersionFacts, spec.Workload):
     # Each process reads only the rows its own devices hold.
     positions = local_positions(global_batch_size)
     if split == 'train':
-      batches = _shuffled_batches(inputs, labels, global_batch_size,
-                                  np.random.SeedSequence(seed_words(data_rng)), positions)
+      batches = shuffled_batches(inputs, labels, global_batch_size,
+                                 np.random.SeedSequence(seed_words(data_rng)),
+                                 positions, start=start_position)
     else:
-      batches = _padded_batches(inputs, labels, global_batch_size,
-                                bool(repeat_final_dataset), positions)
+      batches = padded_batches(inputs, labels, global_batch_size,
+                               bool(repeat_final_dataset), positions)
     return placed(batches, global_batch_size, num_batches)
 
   # --- evaluation ---------------------------------------------------------------
@@ -413,7 +419,7 @@ class ClassificationWorkload(VersionFacts, spec.Workload):
           f'{split} has {len(inputs)} examples; asked for {num_examples}.')
     inputs, labels = inputs[:num_examples], labels[:num_examples]
     positions = local_positions(batch_size)
-    batches = _padded_batches(inputs, labels, batch_size, False, positions)
+    batches = padded_batches(inputs, labels, batch_size, False, positions)
     return evaluation.evaluate(self._get_jitted_eval_step(), params, model_state,
                                placed(batches, batch_size))
 
@@ -423,52 +429,3 @@ def _to_dict(tree: Any) -> Any:
   if hasattr(tree, 'items'):
     return {k: _to_dict(v) for k, v in tree.items()}
   return tree
-
-
-def _shuffled_batches(inputs: np.ndarray, labels: np.ndarray, batch_size: int,
-                      seed: np.random.SeedSequence,
-                      positions: np.ndarray) -> Iterator[Dict[str, Any]]:
-  """This process's rows of each shuffled global batch of ``batch_size``.
-
-  Every process draws the same permutation (same seed), so the processes'
-  rows together form the batch a single process would have read.
-  """
-  num = len(inputs)
-  steps_per_epoch = num // batch_size
-  if steps_per_epoch == 0:
-    raise ValueError(
-        f'global_batch_size {batch_size} exceeds the {num} training examples.')
-  generator = np.random.default_rng(seed)
-  weights = np.ones((len(positions),), np.float32)
-  while True:
-    order = generator.permutation(num)
-    for i in range(steps_per_epoch):
-      idx = order[i * batch_size:(i + 1) * batch_size][positions]
-      yield {'inputs': inputs[idx], 'targets': labels[idx], 'weights': weights}
-
-
-def _padded_batches(inputs: np.ndarray, labels: np.ndarray, batch_size: int,
-                    repeat: bool,
-                    positions: np.ndarray) -> Iterator[Dict[str, Any]]:
-  """This process's rows of each in-order global batch, zero-padded past the end.
-
-  Padding sits at the end of the last global batch, so each process's real
-  rows are a prefix of its local rows.
-  """
-  num = len(inputs)
-  local_size = len(positions)
-  while True:
-    for start in range(0, num, batch_size):
-      idx = start + positions
-      idx = idx[idx < num]
-      n = len(idx)
-      x, y = inputs[idx], labels[idx]
-      weights = np.zeros((local_size,), np.float32)
-      weights[:n] = 1.0
-      if n < local_size:
-        x = np.concatenate(
-            [x, np.zeros((local_size - n, *x.shape[1:]), x.dtype)])
-        y = np.concatenate([y, np.zeros((local_size - n,), y.dtype)])
-      yield {'inputs': x, 'targets': y, 'weights': weights}
-    if not repeat:
-      return
