@@ -26,6 +26,10 @@ the real runner (so the submission sees the fenced workload), with every hook
 wrapped so a failure names the hook that raised. After the steps the training
 loss on a fixed batch must be finite.
 
+With ``memory`` (``--memory``) the dry run is replaced by a memory check: one
+step per workload compiled ahead of time at its real batch size, its memory
+compared with the device's (algoperf/memory.py).
+
 The result is a :class:`CheckReport`; ``ok`` is True only if nothing failed
 (warnings do not fail a check).
 """
@@ -880,6 +884,8 @@ def check_submission(
     global_batch_size: Optional[int] = None,
     submission_api: str = 'auto',
     out: Optional[TextIO] = None,
+    memory: bool = False,
+    memory_limit_bytes: Optional[int] = None,
 ) -> CheckReport:
   """Checks the submission at ``path``; prints the report to ``out`` as it goes.
 
@@ -887,6 +893,9 @@ def check_submission(
   checks only). ``tuning_ruleset`` None means "self" for a folder ending
   ``_self_tuning``, else "external". ``global_batch_size`` is the dry run's
   batch size (over the submission's own); ``submission_api`` as for run.
+  ``memory``: instead of the dry run, compile one step per workload at its
+  real batch size and compare its memory with the device's (or
+  ``memory_limit_bytes``); see algoperf/memory.py.
   Raises ``ConfigError`` for bad options (an unknown workload, a negative
   step count).
   """
@@ -899,7 +908,7 @@ def check_submission(
         path, workloads=workloads, steps=steps,
         tuning_search_space=tuning_search_space, tuning_ruleset=tuning_ruleset,
         global_batch_size=global_batch_size, submission_api=submission_api,
-        out=out)
+        out=out, memory=memory, memory_limit_bytes=memory_limit_bytes)
   finally:
     submission_module.remove_shims(exclude=before)
 
@@ -908,7 +917,8 @@ def _check_submission(path: str | Path, *, workloads: Optional[Sequence[str]],
                       steps: int, tuning_search_space: Optional[str | Path],
                       tuning_ruleset: Optional[str],
                       global_batch_size: Optional[int], submission_api: str,
-                      out: Optional[TextIO]) -> CheckReport:
+                      out: Optional[TextIO], memory: bool = False,
+                      memory_limit_bytes: Optional[int] = None) -> CheckReport:
   """``check_submission``'s body."""
   import workloads as workload_registry  # pylint: disable=import-outside-toplevel
 
@@ -1084,7 +1094,7 @@ def _check_submission(path: str | Path, *, workloads: Optional[Sequence[str]],
   if not space_ok:
     return skip_dry_run('fix the search space first (the dry run needs its '
                         'first point).')
-  if steps == 0:
+  if steps == 0 and not memory:
     return skip_dry_run('--steps 0.')
   try:
     submission = submission_module.load_submission(file, submission_api)
@@ -1095,6 +1105,20 @@ def _check_submission(path: str | Path, *, workloads: Optional[Sequence[str]],
     add(OK, 'api', 'jax.pmap (the v0.5 contract): state replicated with a '
         'leading device axis, batches of shape (devices, per-device batch, '
         '...)')
+  if memory:
+    from algoperf import memory as step_memory  # pylint: disable=import-outside-toplevel
+
+    emit('Memory check (instead of the dry run): one training step per '
+         'workload, compiled ahead of time at its real batch size; nothing runs '
+         'and nothing is allocated:')
+    for name in names:
+      result = step_memory.check_workload(
+          submission, name, emit=emit, hyperparameters=hyperparameters,
+          global_batch_size=global_batch_size,
+          memory_limit_bytes=memory_limit_bytes)
+      report.dry_run.append(result)
+      emit(result.render())
+    return finish()
   emit(f'Dry run: {steps} step(s) on synthetic data, through the runner:')
   for name in names:
     result = dry_run(submission, name, steps=steps,
