@@ -107,6 +107,16 @@ _non_negative_int = _bounded(int, 0, True, 'an integer >= 0')
 _positive_float = _bounded(float, 0.0, False, 'a positive number')
 
 
+def _byte_size(text: str) -> int:
+  """An argparse ``type``: a byte count, bare or with a unit (``16GiB``)."""
+  from algoperf import memory  # pylint: disable=import-outside-toplevel
+
+  try:
+    return memory.parse_bytes(text)
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _bool(text: str) -> bool:
   lowered = text.lower()
   if lowered in _TRUE:
@@ -367,6 +377,17 @@ def _build_parser() -> argparse.ArgumentParser:
   check.add_argument('--submission_api', default='auto',
                      choices=('auto', 'jit', 'pmap'),
                      help='as for run (default auto)')
+  check.add_argument('--memory', action='store_true',
+                     help='instead of the dry run: compile one training step '
+                     'per workload at its real batch size (nothing runs, '
+                     'nothing is allocated) and check that it fits in device '
+                     'memory; exit code 2 if it does not (jit-style '
+                     'submissions only)')
+  check.add_argument('--memory_limit_bytes', type=_byte_size, default=None,
+                     metavar='N',
+                     help='with --memory: the memory of each device, instead of '
+                     'what the device reports (GPU) or the host RAM (CPU); '
+                     'bytes, or with a unit: 16GiB, 512MiB')
 
   lst = sub.add_parser('list', help='list workloads and bundled submissions')
   lst.add_argument('--benchmark', default=None)
@@ -374,6 +395,24 @@ def _build_parser() -> argparse.ArgumentParser:
   from scoring import command as score_command  # pylint: disable=import-outside-toplevel
 
   score_command.add_parser(sub)
+
+  data = sub.add_parser(
+      'datasets', help='what a dataset needs: where to get it, preparing it, '
+      'verifying a copy',
+      description='Explains where to get a dataset and what to do with it, '
+      'verifies a folder against the split names and example counts of a '
+      'complete copy, and with --prepare converts the downloaded files into '
+      'what the workload reads. Exit code 0 when the folder verifies, 1 when '
+      'it is missing or incomplete, 2 on a usage error.')
+  data.add_argument('name', nargs='?', default=None,
+                    help='dataset (imagenet, fashion_mnist, mnist1d) or a '
+                    'workload name; omit to list them')
+  data.add_argument('--data_dir', default=None,
+                    help='the folder holding (or to hold) the dataset')
+  data.add_argument('--imagenet_v2_data_dir', default=None,
+                    help='ImageNet-v2 folder when apart from --data_dir')
+  data.add_argument('--prepare', action='store_true',
+                    help='prepare the dataset in --data_dir, then verify it')
 
   desc = sub.add_parser('describe', help="a workload's facts, parameter count and shapes")
   desc.add_argument('workload')
@@ -491,7 +530,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
   from algoperf import check  # pylint: disable=import-outside-toplevel
+  from algoperf.errors import ConfigError  # pylint: disable=import-outside-toplevel
 
+  if args.memory_limit_bytes is not None and not args.memory:
+    raise ConfigError('--memory_limit_bytes is the limit of the memory check: '
+                      'add --memory.')
   names = [n.strip() for value in (args.workload or []) for n in value.split(',')
            if n.strip()]
   report = check.check_submission(
@@ -503,6 +546,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
       global_batch_size=args.global_batch_size,
       submission_api=args.submission_api,
       out=sys.stdout,
+      memory=args.memory,
+      memory_limit_bytes=args.memory_limit_bytes,
   )
   return 0 if report.ok else 2
 
@@ -661,6 +706,46 @@ def describe_workload(name: str, benchmark: Optional[str] = None) -> Dict[str, A
   return facts
 
 
+def _cmd_datasets(args: argparse.Namespace) -> int:
+  from algoperf.errors import ConfigError  # pylint: disable=import-outside-toplevel
+  from workloads import datasets  # pylint: disable=import-outside-toplevel
+
+  if args.name is None:
+    print('Datasets (algoperf datasets NAME --data_dir DIR for details):')
+    for recipe in datasets.RECIPES.values():
+      print(f'  {recipe.name:<14} for {recipe.workloads}')
+    return 0
+  recipe = datasets.recipe_for(args.name)
+  data_dir = args.data_dir or recipe.default_data_dir
+  if data_dir is None and (args.prepare or recipe.prepare is not None):
+    raise ConfigError(f'Pass --data_dir DIR: the folder that holds (or is to '
+                      f'hold) {recipe.name}.')
+  print(recipe.instructions(data_dir or '.'))
+  if args.prepare:
+    if recipe.prepare is None:
+      print(f'{recipe.name}: nothing to prepare.')
+    else:
+      recipe.prepare(data_dir, args.imagenet_v2_data_dir)
+  where = f' in {data_dir}' if data_dir else ''
+  try:
+    checks = recipe.verify(data_dir, args.imagenet_v2_data_dir)
+  except datasets.DatasetError as e:
+    print(f'Not ready{where}: {e}')
+    return 1
+  for check in checks:
+    found = 'missing' if check.found is None else f'{check.found:,}'
+    status = 'ok' if check.ok else 'WRONG'
+    print(f'  {check.split:<11} {found:>11} examples (expected '
+          f'{check.expected:,}) {status}')
+  bad = [c.split for c in checks if not c.ok]
+  if bad:
+    print(f'Not ready{where}: {", ".join(bad)} incomplete or missing; see the '
+          'steps above.')
+    return 1
+  print(f'{recipe.name} is ready{where}.')
+  return 0
+
+
 def _cmd_describe(args: argparse.Namespace) -> int:
   facts = describe_workload(args.workload, args.benchmark)
   if args.json:
@@ -712,6 +797,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 2
   handlers = {'run': _cmd_run, 'check': _cmd_check, 'list': _cmd_list,
               'describe': _cmd_describe, 'score': _cmd_score,
+              'datasets': _cmd_datasets,
               'sweep': _cmd_sweep, 'reproduce': _cmd_reproduce}
   from algoperf.errors import user_errors  # pylint: disable=import-outside-toplevel
 

@@ -25,14 +25,14 @@ if [ ! -x .venv/bin/python ]; then
   echo "[install] creating .venv"
   "$PYTHON" -m venv .venv
 fi
-stamp_id=$(cat pyproject.toml | sha1sum | cut -c1-12)
+stamp_id=$(cat pyproject.toml scripts/install.sh | sha1sum | cut -c1-12)
 [ -z "$JAX_EXTRA" ] || stamp_id="$stamp_id-jax-$JAX_EXTRA"
 stamp=.venv/.installed-$stamp_id
 if [ ! -e "$stamp" ]; then
-  echo "[install] pip install -e .[dev] (first time: a minute or two)"
+  echo "[install] pip install -e .[dev,tf] (first time: a minute or two)"
   # pip's output goes to a log (it is long); shown only when the install fails.
   log=.venv/install.log
-  if ! .venv/bin/python -m pip install -e ".[dev]" >"$log" 2>&1; then
+  if ! .venv/bin/python -m pip install -e ".[dev,tf]" >"$log" 2>&1; then
     tail -n 40 "$log"
     echo "[install] pip install failed; full log: $log" >&2
     exit 1
