@@ -390,7 +390,8 @@ def run(options: RunOptions, flag_values: Dict[str, Any]) -> List[TrialOutcome]:
     version = benchmarks.load(options.benchmark)
     workload = workloads.get_workload(
         options.workload, benchmark=version.name, data_dir=options.data_dir,
-        synthetic=options.synthetic_data)
+        synthetic=options.synthetic_data,
+        imagenet_v2_data_dir=options.imagenet_v2_data_dir)
   except (KeyError, ValueError) as e:
     raise ConfigError(str(e).strip('"')) from e
   cache_dir = startup.resolve_cache_dir(options.compilation_cache,

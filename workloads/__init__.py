@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, List, Optional
 
 from algoperf import spec
@@ -17,10 +18,16 @@ def get_workload(name: str, **options: Any) -> spec.Workload:
   """A new instance of workload ``name``.
 
   ``options`` go to the workload's constructor, e.g. ``benchmark='v0.6'``,
-  ``data_dir=None``, ``synthetic=False``. Unknown names raise ``ValueError``
-  listing the known ones.
+  ``data_dir=None``, ``synthetic=False``; ``imagenet_v2_data_dir`` reaches
+  only the workloads that take it. Unknown names raise ``ValueError`` listing
+  the known ones.
   """
-  return registry.get_workload_class(name)(**options)
+  cls = registry.get_workload_class(name)
+  # Only the ImageNet workloads read ImageNet-v2; the others take no such option.
+  if 'imagenet_v2_data_dir' in options and 'imagenet_v2_data_dir' not in (
+      inspect.signature(cls).parameters):
+    options.pop('imagenet_v2_data_dir')
+  return cls(**options)
 
 
 def get_base_workload_name(name: str, benchmark: Optional[str] = None) -> str:

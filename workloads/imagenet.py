@@ -7,19 +7,21 @@ label smoothing, ``accuracy`` as the target metric, the reference's example
 counts, normalisation constants and batch format (``inputs`` NHWC float32,
 ``targets`` int32 class ids, ``weights`` float32 1/0 for padding).
 
-Data: ``synthetic=True`` streams batches of the real shapes and dtypes,
-each a pure function of the data seed and its index (so a resume jumps to
-its position instead of replaying), with small eval splits a CPU can run.
-The real-data pipeline (tfds ``imagenet2012`` and ``imagenet_v2``) is not
-built yet: without ``synthetic`` the workload refuses to start with a
-message that says so.
+Data: the prepared tfds datasets ``imagenet2012`` and ``imagenet_v2`` under
+``data_dir`` (``algoperf datasets imagenet --data_dir DIR`` prepares them),
+read by ``workloads/imagenet_pipeline.py``: training batches are a pure
+function of the data seed and the batch index, so a resume starts at its
+batch instead of replaying the ones before; ViT workloads add RandAugment
+and mixup, as the reference does. ``synthetic=True`` streams batches of the
+real shapes and dtypes instead (random images, seeded the same way), with
+small eval splits a CPU can run.
 """
 
 from __future__ import annotations
 
 import abc
 import math
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -29,8 +31,8 @@ import optax
 
 from algoperf import jax_sharding_utils
 from algoperf import spec
-from algoperf.errors import ConfigError
 from workloads import evaluation
+from workloads import imagenet_pipeline
 from workloads.batching import local_positions, placed, seed_words
 from workloads.classification import param_types_from_params
 from workloads.facts import VersionFacts
@@ -72,20 +74,29 @@ class ImageNetWorkload(VersionFacts, spec.Workload):
   synthetic_num_eval_examples = 8
   default_eval_batch_size = 1024
   output_layer_name = ''
+  # The reference trains ViT on RandAugment-ed, mixed-up batches.
+  use_randaug_and_mixup = False
 
   def __init__(self, benchmark: Optional[str] = None,
                data_dir: Optional[str] = None, synthetic: bool = False,
-               image_size: int = 224) -> None:
-    """``image_size`` below 224 (synthetic data only) is for quick tests."""
+               image_size: int = 224,
+               imagenet_v2_data_dir: Optional[str] = None) -> None:
+    """``image_size`` other than 224 is for quick tests.
+
+    ``imagenet_v2_data_dir``: where ImageNet-v2 (the test split) is prepared,
+    if not under ``data_dir`` (the runner's evals pass it as the test split's
+    ``data_dir``, as the reference does).
+    """
     super().__init__()
     self._load_facts(benchmark)
     self._data_dir = data_dir
+    self._imagenet_v2_data_dir = imagenet_v2_data_dir
     self._synthetic = bool(synthetic)
-    if image_size != 224 and not self._synthetic:
-      raise ValueError('image_size other than 224 needs synthetic data.')
     self.image_size = int(image_size)
     self._model = self._make_model()
     self._jitted_eval_step = None
+    # Real-data eval batches, built at the first eval of each split.
+    self._eval_sources: Dict[Tuple[Any, ...], Iterable[Dict[str, np.ndarray]]] = {}
 
   # --- subclass hooks ----------------------------------------------------------
 
@@ -185,12 +196,9 @@ class ImageNetWorkload(VersionFacts, spec.Workload):
   # --- data --------------------------------------------------------------------
 
   def check_data(self) -> None:
-    """Refuses a run on real data until its pipeline exists."""
+    """Raises ``ConfigError`` (one line) if a prepared dataset is missing."""
     if not self._synthetic:
-      raise ConfigError(
-          f'{self.workload_name}: the ImageNet real-data pipeline is not '
-          'available in this version; run with --synthetic_data (random '
-          'images of the real shapes) to try a submission on this model.')
+      imagenet_pipeline.split_counts(self._data_dir, self._imagenet_v2_data_dir)
 
   def _batches(self, seed: Tuple[int, ...], global_batch_size: int,
                first: int = 0) -> Iterator[Dict[str, np.ndarray]]:
@@ -209,10 +217,14 @@ class ImageNetWorkload(VersionFacts, spec.Workload):
       cache: Optional[bool] = None,
       repeat_final_dataset: Optional[bool] = None,
       num_batches: Optional[int] = None,
+      start_position: int = 0,
   ) -> Iterator[Dict[str, Any]]:
-    """Endless shuffled training batches (synthetic data)."""
-    del data_dir, cache, repeat_final_dataset
-    self.check_data()
+    """Endless shuffled training batches from global batch ``start_position`` on.
+
+    The batches are a function of ``data_rng`` and their index only: a
+    resume passes the checkpoint's input position as ``start_position``.
+    """
+    del cache, repeat_final_dataset
     if split != 'train':
       raise ValueError(f'The input queue is for the train split, not {split!r}.')
     global_batch_size = int(global_batch_size)
@@ -220,14 +232,35 @@ class ImageNetWorkload(VersionFacts, spec.Workload):
       raise ValueError(
           f'global_batch_size {global_batch_size} must be a positive multiple '
           f'of the device count ({jax.device_count()}).')
-    return placed(self._batches(seed_words(data_rng), global_batch_size),
-                  global_batch_size, num_batches)
+    seed = seed_words(data_rng)
+    if self._synthetic:
+      batches = self._batches(seed, global_batch_size, first=start_position)
+    else:
+      batches = imagenet_pipeline.train_batches(
+          data_dir or self._data_dir, seed, global_batch_size, start_position,
+          randaugment=self.use_randaug_and_mixup,
+          mixup_alpha=(imagenet_pipeline.VIT_MIXUP_ALPHA
+                       if self.use_randaug_and_mixup else None),
+          image_size=self.image_size)
+    return placed(batches, global_batch_size, num_batches)
 
   # --- evaluation ----------------------------------------------------------------
 
+  def _real_eval_batches(self, split: str, num_examples: int, batch_size: int,
+                         data_dir: Optional[str]) -> Iterable[Dict[str, np.ndarray]]:
+    """The split's eval batches, built at its first eval and reused after."""
+    data_dir = data_dir or self._data_dir
+    key = (split, num_examples, batch_size, data_dir, self._imagenet_v2_data_dir)
+    if key not in self._eval_sources:
+      self._eval_sources[key] = imagenet_pipeline.eval_batches(
+          data_dir, split, num_examples, batch_size,
+          imagenet_v2_data_dir=self._imagenet_v2_data_dir,
+          image_size=self.image_size)
+    return self._eval_sources[key]
+
   def _eval_batches(self, split: str, num_examples: int,
                     batch_size: int) -> Iterator[Dict[str, np.ndarray]]:
-    """This process's rows of each padded eval batch of ``split``."""
+    """This process's rows of each padded eval batch of ``split`` (synthetic)."""
     # Each split has its own fixed seed: the same examples at every eval.
     seed = (EVAL_SPLITS.index(split) + 1, 0)
     rows = local_positions(batch_size)
@@ -249,10 +282,9 @@ class ImageNetWorkload(VersionFacts, spec.Workload):
       global_step: int = 0,
   ) -> Dict[str, float]:
     """Accuracy and mean loss over ``num_examples`` of ``split``, padded batches."""
-    del rng, data_dir, global_step
+    del rng, global_step
     if split not in EVAL_SPLITS:
       raise ValueError(f'Cannot evaluate on split {split!r}; use {EVAL_SPLITS}.')
-    self.check_data()
     num_devices = jax.device_count()
     batch_size = int(global_batch_size or self.eval_batch_size)
     # No more rows than the split needs, in whole device multiples: one shape.
@@ -260,6 +292,9 @@ class ImageNetWorkload(VersionFacts, spec.Workload):
     batch_size = -(-batch_size // num_devices) * num_devices
     if self._jitted_eval_step is None:
       self._jitted_eval_step = evaluation.jit_eval_step(self)
-    batches = self._eval_batches(split, num_examples, batch_size)
+    if self._synthetic:
+      batches = self._eval_batches(split, num_examples, batch_size)
+    else:
+      batches = self._real_eval_batches(split, num_examples, batch_size, data_dir)
     return evaluation.evaluate(self._jitted_eval_step, params, model_state,
                                placed(batches, batch_size))

@@ -17,6 +17,7 @@ class ImagenetVitWorkload(ImageNetWorkload):
   workload_name = 'imagenet_vit'
   default_eval_batch_size = 2048
   output_layer_name = 'head'
+  use_randaug_and_mixup = True
 
   def _make_model(self) -> nn.Module:
     return ViT(**variant_options(self.workload_name))
