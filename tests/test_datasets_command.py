@@ -26,7 +26,7 @@ def test_without_a_name_it_lists_the_datasets(capsys):
 def test_a_workload_name_finds_its_dataset():
   assert datasets.recipe_for('imagenet_vit_map').name == 'imagenet'
   assert datasets.recipe_for('mnist1d').name == 'mnist1d'
-  with pytest.raises(datasets.DatasetError, match='Known: fashion_mnist'):
+  with pytest.raises(datasets.DatasetError, match="Unknown dataset 'cifar10'. Known: "):
     datasets.recipe_for('cifar10')
 
 

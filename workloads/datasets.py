@@ -12,6 +12,7 @@ Workload names map to their dataset (``imagenet_resnet_silu`` -> ``imagenet``).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -57,6 +58,23 @@ class Recipe:
     found = self.count_splits(data_dir, imagenet_v2_data_dir)
     expected = self.counts if counts is None else counts
     return [SplitCheck(split, n, found.get(split)) for split, n in expected.items()]
+
+
+def _counts_of(module: str) -> Callable[[str, Optional[str]], Dict[str, int]]:
+  """``split_counts(data_dir)`` of a workload's data module, imported on use."""
+
+  def count(data_dir: str, _: Optional[str]) -> Dict[str, int]:
+    try:
+      return importlib.import_module(module).split_counts(data_dir)
+    except ConfigError as e:
+      raise DatasetError(str(e)) from e
+
+  return count
+
+
+def _instructions_of(module: str) -> Callable[[str], str]:
+  """``instructions(data_dir)`` of a workload's data module, imported on use."""
+  return lambda data_dir: importlib.import_module(module).instructions(data_dir)
 
 
 # --- fashion_mnist -----------------------------------------------------------------
@@ -168,6 +186,12 @@ RECIPES: Dict[str, Recipe] = {
         counts={'train': 1_281_167, 'validation': 50_000, 'test': 10_000},
         instructions=_imagenet_instructions, count_splits=_imagenet_counts,
         prepare=_imagenet_prepare),
+    'criteo1tb': Recipe(
+        name='criteo1tb', workloads='criteo1tb*',
+        counts={'train': 4_195_197_692, 'validation': 83_274_637,
+                'test': 95_000_000},
+        instructions=_instructions_of('workloads.criteo1tb.data'),
+        count_splits=_counts_of('workloads.criteo1tb.data')),
 }
 
 

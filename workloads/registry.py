@@ -21,6 +21,13 @@ WORKLOADS: Dict[str, str] = {
     'imagenet_vit_glu': 'workloads.imagenet_vit.workload:ImagenetVitGluWorkload',
     'imagenet_vit_post_ln': 'workloads.imagenet_vit.workload:ImagenetVitPostLNWorkload',
     'imagenet_vit_map': 'workloads.imagenet_vit.workload:ImagenetVitMapWorkload',
+    'criteo1tb': 'workloads.criteo1tb.workload:Criteo1TbDlrmSmallWorkload',
+    'criteo1tb_test': 'workloads.criteo1tb.workload:Criteo1TbDlrmSmallTestWorkload',
+    'criteo1tb_layernorm':
+        'workloads.criteo1tb.workload:Criteo1TbDlrmSmallLayerNormWorkload',
+    'criteo1tb_resnet': 'workloads.criteo1tb.workload:Criteo1TbDlrmSmallResNetWorkload',
+    'criteo1tb_embed_init':
+        'workloads.criteo1tb.workload:Criteo1TbDlrmSmallEmbedInitWorkload',
 }
 
 

@@ -1,0 +1,1 @@
+"""criteo1tb: DLRM-small click-through prediction on the Criteo 1TB click logs."""
