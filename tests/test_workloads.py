@@ -43,12 +43,19 @@ def small():
 # --- registry ------------------------------------------------------------------
 
 
+EXPECTED_WORKLOADS = [
+    'fashion_mnist', 'mnist1d',
+    'imagenet_resnet', 'imagenet_resnet_gelu', 'imagenet_resnet_large_bn_init',
+    'imagenet_resnet_silu', 'imagenet_vit', 'imagenet_vit_glu', 'imagenet_vit_map',
+    'imagenet_vit_post_ln',
+    'criteo1tb', 'criteo1tb_embed_init', 'criteo1tb_layernorm', 'criteo1tb_resnet',
+    'criteo1tb_test',
+]
+
+
 def test_registry_names_and_errors():
-  assert workloads.list_workloads() == [
-      'fashion_mnist', 'imagenet_resnet', 'imagenet_resnet_gelu',
-      'imagenet_resnet_large_bn_init', 'imagenet_resnet_silu', 'imagenet_vit',
-      'imagenet_vit_glu', 'imagenet_vit_map', 'imagenet_vit_post_ln', 'mnist1d']
-  with pytest.raises(ValueError, match='fashion_mnist, imagenet_resnet, '):
+  assert workloads.list_workloads() == sorted(EXPECTED_WORKLOADS)
+  with pytest.raises(ValueError, match='criteo1tb, criteo1tb_embed_init, '):
     workloads.get_workload('no_such_workload')
   assert workloads.get_base_workload_name('mnist1d') == 'mnist1d'
   assert workloads.get_base_workload_name('fashion_mnist') == 'fashion_mnist'
