@@ -50,6 +50,7 @@ EXPECTED_WORKLOADS = [
     'imagenet_vit_post_ln',
     'criteo1tb', 'criteo1tb_embed_init', 'criteo1tb_layernorm', 'criteo1tb_resnet',
     'criteo1tb_test',
+    'ogbg', 'ogbg_gelu', 'ogbg_model_size', 'ogbg_silu',
 ]
 
 

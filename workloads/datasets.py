@@ -72,6 +72,18 @@ def _counts_of(module: str) -> Callable[[str, Optional[str]], Dict[str, int]]:
   return count
 
 
+def _prepare_of(module: str) -> Callable[[str, Optional[str]], None]:
+  """``prepare(data_dir)`` of a workload's data module, imported on use."""
+
+  def prepare(data_dir: str, _: Optional[str]) -> None:
+    try:
+      importlib.import_module(module).prepare(data_dir)
+    except ConfigError as e:
+      raise DatasetError(str(e)) from e
+
+  return prepare
+
+
 def _instructions_of(module: str) -> Callable[[str], str]:
   """``instructions(data_dir)`` of a workload's data module, imported on use."""
   return lambda data_dir: importlib.import_module(module).instructions(data_dir)
@@ -192,6 +204,12 @@ RECIPES: Dict[str, Recipe] = {
                 'test': 95_000_000},
         instructions=_instructions_of('workloads.criteo1tb.data'),
         count_splits=_counts_of('workloads.criteo1tb.data')),
+    'ogbg': Recipe(
+        name='ogbg', workloads='ogbg*',
+        counts={'train': 350_343, 'validation': 43_793, 'test': 43_793},
+        instructions=_instructions_of('workloads.ogbg.data'),
+        count_splits=_counts_of('workloads.ogbg.data'),
+        prepare=_prepare_of('workloads.ogbg.data')),
 }
 
 

@@ -28,6 +28,10 @@ WORKLOADS: Dict[str, str] = {
     'criteo1tb_resnet': 'workloads.criteo1tb.workload:Criteo1TbDlrmSmallResNetWorkload',
     'criteo1tb_embed_init':
         'workloads.criteo1tb.workload:Criteo1TbDlrmSmallEmbedInitWorkload',
+    'ogbg': 'workloads.ogbg.workload:OgbgWorkload',
+    'ogbg_gelu': 'workloads.ogbg.workload:OgbgGeluWorkload',
+    'ogbg_silu': 'workloads.ogbg.workload:OgbgSiluWorkload',
+    'ogbg_model_size': 'workloads.ogbg.workload:OgbgModelSizeWorkload',
 }
 
 

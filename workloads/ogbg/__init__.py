@@ -1,0 +1,1 @@
+"""The ogbg workload: a GraphNet on ogbg-molpcba molecules, and its variants."""
