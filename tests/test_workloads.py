@@ -51,6 +51,7 @@ EXPECTED_WORKLOADS = [
     'criteo1tb', 'criteo1tb_embed_init', 'criteo1tb_layernorm', 'criteo1tb_resnet',
     'criteo1tb_test',
     'ogbg', 'ogbg_gelu', 'ogbg_model_size', 'ogbg_silu',
+    'fastmri', 'fastmri_layernorm', 'fastmri_model_size', 'fastmri_tanh',
 ]
 
 

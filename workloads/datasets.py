@@ -210,6 +210,11 @@ RECIPES: Dict[str, Recipe] = {
         instructions=_instructions_of('workloads.ogbg.data'),
         count_splits=_counts_of('workloads.ogbg.data'),
         prepare=_prepare_of('workloads.ogbg.data')),
+    'fastmri': Recipe(
+        name='fastmri', workloads='fastmri*',
+        counts={'train': 34_742, 'validation': 3_554, 'test': 3_581},
+        instructions=_instructions_of('workloads.fastmri.data'),
+        count_splits=_counts_of('workloads.fastmri.data')),
 }
 
 

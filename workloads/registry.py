@@ -32,6 +32,10 @@ WORKLOADS: Dict[str, str] = {
     'ogbg_gelu': 'workloads.ogbg.workload:OgbgGeluWorkload',
     'ogbg_silu': 'workloads.ogbg.workload:OgbgSiluWorkload',
     'ogbg_model_size': 'workloads.ogbg.workload:OgbgModelSizeWorkload',
+    'fastmri': 'workloads.fastmri.workload:FastMRIWorkload',
+    'fastmri_model_size': 'workloads.fastmri.workload:FastMRIModelSizeWorkload',
+    'fastmri_tanh': 'workloads.fastmri.workload:FastMRITanhWorkload',
+    'fastmri_layernorm': 'workloads.fastmri.workload:FastMRILayerNormWorkload',
 }
 
 

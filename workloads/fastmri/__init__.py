@@ -1,0 +1,1 @@
+"""The fastMRI knee single-coil U-Net workload and its model_size, tanh and layernorm variants."""
