@@ -24,7 +24,6 @@ _FALSE = {'0', 'false', 'f', 'no', 'n'}
 # Reference runner flags accepted for launch-script compatibility that change
 # nothing here; a non-default value prints a warning.
 _IGNORED_FLAGS = {
-    'librispeech_tokenizer_vocab_path': None,
     'torch_compile': True,
     'profile': False,
     'capture_jax_trace': False,
@@ -323,6 +322,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    'meta_data, and scoring divides times by it)')
   run.add_argument('--imagenet_v2_data_dir', default=None,
                    help='ImageNet-v2 folder for the ImageNet workloads\' test split')
+  run.add_argument('--librispeech_tokenizer_vocab_path', default=None,
+                   help='SentencePiece model of the LibriSpeech workloads '
+                   '(default: DATA_DIR/spm_model.vocab)')
   add_bool(run, 'save_checkpoints', True,
             'checkpoint the trial after each eval (off the clock), so '
             '--resume_last_run continues it after a preemption')
@@ -500,6 +502,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
       compilation_cache_dir=args.compilation_cache_dir,
       speed_factor=args.speed_factor,
       imagenet_v2_data_dir=args.imagenet_v2_data_dir,
+      librispeech_tokenizer_vocab_path=args.librispeech_tokenizer_vocab_path,
       submission_api=args.submission_api,
       save_checkpoints=args.save_checkpoints,
       num_checkpoints_to_keep=(args.num_checkpoints_to_keep

@@ -68,6 +68,7 @@ class RunOptions:
   save_checkpoints: bool = True
   num_checkpoints_to_keep: int = 2  # checkpoints.DEFAULT_NUM_TO_KEEP (not imported: JAX)
   imagenet_v2_data_dir: Optional[str] = None
+  librispeech_tokenizer_vocab_path: Optional[str] = None
   # Which runner contract the submission follows: 'auto' (read from its
   # source), 'jit' or 'pmap' (v0.5's; algoperf/layout.py).
   submission_api: str = 'auto'
@@ -391,7 +392,8 @@ def run(options: RunOptions, flag_values: Dict[str, Any]) -> List[TrialOutcome]:
     workload = workloads.get_workload(
         options.workload, benchmark=version.name, data_dir=options.data_dir,
         synthetic=options.synthetic_data,
-        imagenet_v2_data_dir=options.imagenet_v2_data_dir)
+        imagenet_v2_data_dir=options.imagenet_v2_data_dir,
+        tokenizer_vocab_path=options.librispeech_tokenizer_vocab_path)
   except (KeyError, ValueError) as e:
     raise ConfigError(str(e).strip('"')) from e
   cache_dir = startup.resolve_cache_dir(options.compilation_cache,

@@ -38,7 +38,9 @@ from algoperf.trial_state import EvalResult, TrainStateView, TrialState
 
 DEFAULT_SYNC_INTERVAL_SEC = 1.0
 # Eval metrics whose non-finite value means the trial diverged.
-_LOSS_KEYS = ('train/loss', 'validation/loss', 'test/loss')
+# The losses an eval reports (LibriSpeech's is ctc_loss, as the reference's).
+_LOSS_KEYS = ('train/loss', 'validation/loss', 'test/loss',
+              'train/ctc_loss', 'validation/ctc_loss', 'test/ctc_loss')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,7 +205,7 @@ def _replicate_unplaced(tree: Any) -> Any:
 
 
 def diverged_metric(result: EvalResult) -> Optional[str]:
-  """The first of ``train/loss``, ``validation/loss``, ``test/loss`` that is NaN or inf."""
+  """The first eval loss (``train/loss``, ..., ``test/ctc_loss``) that is NaN or inf."""
   for key in _LOSS_KEYS:
     value = result.get(key)
     if value is None:

@@ -52,6 +52,10 @@ EXPECTED_WORKLOADS = [
     'criteo1tb_test',
     'ogbg', 'ogbg_gelu', 'ogbg_model_size', 'ogbg_silu',
     'fastmri', 'fastmri_layernorm', 'fastmri_model_size', 'fastmri_tanh',
+    'librispeech_conformer', 'librispeech_conformer_attention_temperature',
+    'librispeech_conformer_gelu', 'librispeech_conformer_layernorm',
+    'librispeech_deepspeech', 'librispeech_deepspeech_no_resnet',
+    'librispeech_deepspeech_norm_and_spec_aug', 'librispeech_deepspeech_tanh',
 ]
 
 

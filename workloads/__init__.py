@@ -9,6 +9,9 @@ from algoperf import spec
 from workloads import registry
 
 
+_DATASET_OPTIONS = ('imagenet_v2_data_dir', 'tokenizer_vocab_path')
+
+
 def list_workloads() -> List[str]:
   """Names :func:`get_workload` accepts, sorted."""
   return registry.names()
@@ -18,15 +21,17 @@ def get_workload(name: str, **options: Any) -> spec.Workload:
   """A new instance of workload ``name``.
 
   ``options`` go to the workload's constructor, e.g. ``benchmark='v0.6'``,
-  ``data_dir=None``, ``synthetic=False``; ``imagenet_v2_data_dir`` reaches
-  only the workloads that take it. Unknown names raise ``ValueError`` listing
+  ``data_dir=None``, ``synthetic=False``; ``imagenet_v2_data_dir`` and
+  ``tokenizer_vocab_path`` reach only the workloads that take them. Unknown names raise ``ValueError`` listing
   the known ones.
   """
   cls = registry.get_workload_class(name)
-  # Only the ImageNet workloads read ImageNet-v2; the others take no such option.
-  if 'imagenet_v2_data_dir' in options and 'imagenet_v2_data_dir' not in (
-      inspect.signature(cls).parameters):
-    options.pop('imagenet_v2_data_dir')
+  # Options of one dataset (ImageNet-v2's folder, LibriSpeech's tokenizer)
+  # reach only the workloads that take them.
+  accepted = inspect.signature(cls).parameters
+  for option in _DATASET_OPTIONS:
+    if option in options and option not in accepted:
+      options.pop(option)
   return cls(**options)
 
 

@@ -215,6 +215,12 @@ RECIPES: Dict[str, Recipe] = {
         counts={'train': 34_742, 'validation': 3_554, 'test': 3_581},
         instructions=_instructions_of('workloads.fastmri.data'),
         count_splits=_counts_of('workloads.fastmri.data')),
+    'librispeech': Recipe(
+        name='librispeech', workloads='librispeech_conformer*, librispeech_deepspeech*',
+        counts={'train': 263_840, 'validation': 5_348, 'test': 2_472},
+        instructions=_instructions_of('workloads.librispeech_conformer.data'),
+        count_splits=_counts_of('workloads.librispeech_conformer.data'),
+        prepare=_prepare_of('workloads.librispeech_conformer.data')),
 }
 
 

@@ -36,6 +36,24 @@ WORKLOADS: Dict[str, str] = {
     'fastmri_model_size': 'workloads.fastmri.workload:FastMRIModelSizeWorkload',
     'fastmri_tanh': 'workloads.fastmri.workload:FastMRITanhWorkload',
     'fastmri_layernorm': 'workloads.fastmri.workload:FastMRILayerNormWorkload',
+    'librispeech_conformer':
+        'workloads.librispeech_conformer.workload:LibriSpeechConformerWorkload',
+    'librispeech_conformer_attention_temperature':
+        'workloads.librispeech_conformer.workload:'
+        'LibriSpeechConformerAttentionTemperatureWorkload',
+    'librispeech_conformer_layernorm':
+        'workloads.librispeech_conformer.workload:LibriSpeechConformerLayerNormWorkload',
+    'librispeech_conformer_gelu':
+        'workloads.librispeech_conformer.workload:LibriSpeechConformerGeluWorkload',
+    'librispeech_deepspeech':
+        'workloads.librispeech_deepspeech.workload:LibriSpeechDeepSpeechWorkload',
+    'librispeech_deepspeech_tanh':
+        'workloads.librispeech_deepspeech.workload:LibriSpeechDeepSpeechTanhWorkload',
+    'librispeech_deepspeech_no_resnet':
+        'workloads.librispeech_deepspeech.workload:LibriSpeechDeepSpeechNoResNetWorkload',
+    'librispeech_deepspeech_norm_and_spec_aug':
+        'workloads.librispeech_deepspeech.workload:'
+        'LibriSpeechDeepSpeechNormAndSpecAugWorkload',
 }
 
 

@@ -1,0 +1,1 @@
+"""The LibriSpeech Conformer workload and its variants (attention_temperature, layernorm, gelu)."""
