@@ -56,6 +56,7 @@ EXPECTED_WORKLOADS = [
     'librispeech_conformer_gelu', 'librispeech_conformer_layernorm',
     'librispeech_deepspeech', 'librispeech_deepspeech_no_resnet',
     'librispeech_deepspeech_norm_and_spec_aug', 'librispeech_deepspeech_tanh',
+    'wmt', 'wmt_attention_temp', 'wmt_glu_tanh', 'wmt_post_ln',
 ]
 
 

@@ -221,6 +221,12 @@ RECIPES: Dict[str, Recipe] = {
         instructions=_instructions_of('workloads.librispeech_conformer.data'),
         count_splits=_counts_of('workloads.librispeech_conformer.data'),
         prepare=_prepare_of('workloads.librispeech_conformer.data')),
+    'wmt': Recipe(
+        name='wmt', workloads='wmt*',
+        counts={'train': 5_906_184, 'validation': 3_000, 'test': 3_003},
+        instructions=_instructions_of('workloads.wmt.data'),
+        count_splits=_counts_of('workloads.wmt.data'),
+        prepare=_prepare_of('workloads.wmt.data')),
 }
 
 

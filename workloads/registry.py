@@ -54,6 +54,10 @@ WORKLOADS: Dict[str, str] = {
     'librispeech_deepspeech_norm_and_spec_aug':
         'workloads.librispeech_deepspeech.workload:'
         'LibriSpeechDeepSpeechNormAndSpecAugWorkload',
+    'wmt': 'workloads.wmt.workload:WmtWorkload',
+    'wmt_post_ln': 'workloads.wmt.workload:WmtWorkloadPostLN',
+    'wmt_attention_temp': 'workloads.wmt.workload:WmtWorkloadAttentionTemp',
+    'wmt_glu_tanh': 'workloads.wmt.workload:WmtWorkloadGLUTanH',
 }
 
 

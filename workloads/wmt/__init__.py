@@ -1,0 +1,1 @@
+"""wmt: German to English translation with an encoder-decoder Transformer."""
