@@ -26,6 +26,16 @@ def seed_words(rng: Any) -> Tuple[int, ...]:
   return tuple(int(w) for w in words)
 
 
+def checked_batch_size(global_batch_size: Any) -> int:
+  """``global_batch_size`` as an int; ValueError unless a positive multiple of the device count."""
+  global_batch_size = int(global_batch_size)
+  if global_batch_size <= 0 or global_batch_size % jax.device_count():
+    raise ValueError(
+        f'global_batch_size {global_batch_size} must be a positive multiple '
+        f'of the device count ({jax.device_count()}).')
+  return global_batch_size
+
+
 def local_positions(global_batch_size: int) -> np.ndarray:
   """Rows of a global batch held by this process's devices, ascending.
 

@@ -33,7 +33,7 @@ from algoperf import jax_sharding_utils
 from algoperf import spec
 from workloads import evaluation
 from workloads import imagenet_pipeline
-from workloads.batching import local_positions, placed, seed_words
+from workloads.batching import checked_batch_size, local_positions, placed, seed_words
 from workloads.classification import param_types_from_params
 from workloads.facts import VersionFacts
 
@@ -227,11 +227,7 @@ class ImageNetWorkload(VersionFacts, spec.Workload):
     del cache, repeat_final_dataset
     if split != 'train':
       raise ValueError(f'The input queue is for the train split, not {split!r}.')
-    global_batch_size = int(global_batch_size)
-    if global_batch_size <= 0 or global_batch_size % jax.device_count():
-      raise ValueError(
-          f'global_batch_size {global_batch_size} must be a positive multiple '
-          f'of the device count ({jax.device_count()}).')
+    global_batch_size = checked_batch_size(global_batch_size)
     seed = seed_words(data_rng)
     if self._synthetic:
       batches = self._batches(seed, global_batch_size, first=start_position)
